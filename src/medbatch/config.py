@@ -1,0 +1,174 @@
+"""`RunConfig`: a whole run described in TOML, validated before anything starts.
+
+```toml
+output_dir = "runs/ecg-folder"
+
+[task]
+name = "ecg"          # a registered task
+prompt = "cot-v1"     # optional prompt version
+
+[dataset]
+kind = "folder"       # registry name; other keys go to the dataset
+root = "data/ecg"
+
+[runner]
+kind = "replay"       # registry name; other keys are the runner's <Class>Config
+path = "answers.jsonl"
+
+[params]              # optional GenerationParams
+temperature = 0.0
+```
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from medbatch.datasets.base import Dataset
+from medbatch.errors import ConfigError
+from medbatch.records import GenerationParams
+from medbatch.registry import DATASETS, RUNNERS
+from medbatch.runners.base import BatchRunner, RunnerConfig
+from medbatch.tasks.base import Task
+from medbatch.tasks.registry import get_task
+
+__all__ = ["DatasetSection", "RunConfig", "RunnerSection", "TaskSection", "load_config"]
+
+
+class TaskSection(BaseModel):
+    """`[task]`: which task and prompt version."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Registered task name, e.g. 'ecg'.")
+    prompt: str | None = Field(default=None, description="Prompt version; the task's default.")
+
+
+class DatasetSection(BaseModel):
+    """`[dataset]`: a dataset kind and its options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str = Field(default="folder", description="Dataset registry name.")
+
+    def options(self) -> dict[str, Any]:
+        """The keys other than `kind`."""
+        return dict(self.model_extra or {})
+
+
+class RunnerSection(BaseModel):
+    """`[runner]`: a runner kind and its settings."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str = Field(description="Runner registry name, e.g. 'transformers'.")
+
+    def options(self) -> dict[str, Any]:
+        """The keys other than `kind`."""
+        return dict(self.model_extra or {})
+
+
+class RunConfig(BaseModel):
+    """A run: task, dataset, runner, parameters and where results go."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    output_dir: Path = Field(description="Run directory for manifest and predictions.")
+    task: TaskSection
+    dataset: DatasetSection
+    runner: RunnerSection
+    params: GenerationParams | None = Field(
+        default=None, description="Generation parameters; the task's defaults when absent."
+    )
+    constrained: bool = Field(default=False, description="Constrain answers to the labels.")
+    limit: int | None = Field(default=None, gt=0, description="Only the first N records.")
+    per_class: int | None = Field(
+        default=None, gt=0, description="Stratified sample of N records per label."
+    )
+    seed: int = Field(default=0, description="Seed of the stratified sample.")
+
+    def build_task(self) -> Task:
+        """The configured task (with its prompt version)."""
+        return get_task(self.task.name, prompt=self.task.prompt)
+
+    def build_dataset(self, task: Task) -> Dataset:
+        """The configured dataset, sampled if `per_class` is set.
+
+        Raises:
+            ConfigError: Unknown kind or invalid options.
+        """
+        dataset_cls = DATASETS.get(self.dataset.kind)
+        try:
+            dataset: Dataset = dataset_cls.from_options(self.dataset.options(), task)
+        except TypeError as exc:
+            raise ConfigError(f"[dataset] {self.dataset.kind}: {exc}") from exc
+        if self.per_class is not None:
+            dataset = dataset.sample(self.per_class, seed=self.seed)
+        return dataset
+
+    def build_runner(self) -> BatchRunner:
+        """The configured runner (not yet started).
+
+        Raises:
+            ConfigError: Unknown kind or invalid settings (each named).
+        """
+        runner_cls = RUNNERS.get(self.runner.kind)
+        config_cls: type[RunnerConfig] | None = runner_cls.config_class
+        if config_cls is None:
+            raise ConfigError(f"runner {self.runner.kind!r} cannot be built from a config")
+        try:
+            settings = config_cls.model_validate(self.runner.options())
+        except ValidationError as exc:
+            raise ConfigError(f"[runner] {self.runner.kind}: {_first_error(exc)}") from exc
+        runner: BatchRunner = runner_cls.from_config(settings)
+        return runner
+
+
+def _first_error(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(item) for item in error["loc"]) or "value"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a run configuration.
+
+    Relative paths in `output_dir` and `[dataset]`/`[runner]` path-like keys (`root`,
+    `path`, `model`) are resolved against the config file's folder.
+
+    Raises:
+        ConfigError: Missing file, invalid TOML or invalid settings, with the key named.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    base = path.parent
+    if "output_dir" in raw:
+        raw["output_dir"] = str(_resolve(base, raw["output_dir"]))
+    for section in ("dataset", "runner"):
+        table = raw.get(section)
+        if isinstance(table, dict):
+            for key in ("root", "path", "manifest"):
+                if isinstance(table.get(key), str):
+                    table[key] = str(_resolve(base, table[key]))
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_first_error(exc)}") from exc
+
+
+def _resolve(base: Path, value: str) -> Path:
+    candidate = Path(value).expanduser()
+    return candidate if candidate.is_absolute() else (base / candidate)

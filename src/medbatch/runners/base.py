@@ -1,0 +1,217 @@
+"""The `BatchRunner` contract: answer inference requests, exactly once each.
+
+Write your own by implementing `_run_batch`:
+
+```python
+class Echo(BatchRunner):
+    model_id = "echo"
+    def _run_batch(self, requests):
+        return [InferenceResponse(record_id=r.record_id, text="NORMAL") for r in requests]
+```
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict
+
+from medbatch.records import InferenceRequest, InferenceResponse
+
+__all__ = ["BatchRunner", "RunnerCapabilities", "RunnerConfig"]
+
+logger = logging.getLogger(__name__)
+
+
+class RunnerCapabilities(BaseModel):
+    """What a back-end can do; the pipeline and guardrails read it.
+
+    Attributes:
+        batching: Several requests are processed together.
+        constrained_decoding: `LabelConstraint` is honoured natively.
+        label_scores: `InferenceResponse.label_scores` can be filled.
+        image_inputs: How images can reach the model: `bytes` (sent inline), `url`
+            (http/data URLs passed through), `stage` (Snowflake stage paths).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    batching: bool = False
+    constrained_decoding: bool = False
+    label_scores: bool = False
+    image_inputs: frozenset[str] = frozenset({"bytes"})
+
+
+class RunnerConfig(BaseModel):
+    """Base of every runner's settings (`[runner]` table of a run config).
+
+    Subclasses add their fields, each with `Field(description=...)`, so the CLI and the docs
+    can render them.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BatchRunner(ABC):
+    """Runs inference requests on some back-end.
+
+    Promises (enforced here, in `run`, not by each back-end):
+        - Every request is answered by exactly one `InferenceResponse` with its `record_id`,
+          in any order. A response the back-end never produced becomes
+          `RecordError(kind="missing_response")`; a second response for the same id is
+          dropped with a warning; a response for an id that was not asked is dropped.
+        - A back-end exception fails only the batch it happened in: each unanswered request
+          of that batch becomes `RecordError(kind="runner_error")` and the run goes on.
+        - Responses stream: batch *k* is answered before batch *k+1* is read from the input,
+          so results can be stored as they arrive and memory stays flat.
+
+    Subclasses implement `_run_batch` (one chunk of `batch_size` requests, or the whole
+    stream when `batch_size` is None) and may override `start`/`close` for engines and
+    servers. Runners are context managers.
+
+    Attributes:
+        model_id: Identifies the model (and revision) in results and resume keys.
+        batch_size: Requests per `_run_batch` call; None means all at once.
+        capabilities: What the back-end supports.
+    """
+
+    model_id: str = "unknown"
+    batch_size: int | None = 8
+    capabilities: RunnerCapabilities = RunnerCapabilities()
+    name: ClassVar[str] = "runner"
+    """Registry key of this runner kind (e.g. `transformers`)."""
+    config_class: ClassVar[type[RunnerConfig] | None] = None
+    """The pydantic settings class `from_config` accepts."""
+    state_listener: Callable[[dict[str, Any]], None] | None = None
+    """Set by the pipeline: call `_notify_state()` when `state()` changes (e.g. a job was
+    submitted) so the run manifest records it at once."""
+
+    @classmethod
+    def from_config(cls, config: RunnerConfig) -> Self:
+        """Build the runner from its settings object (used by the CLI and `RunConfig`)."""
+        return cls(**config.model_dump())
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:  # noqa: B027 - optional hook, most runners need no start-up
+        """Load the engine, open connections. Called by `__enter__`; idempotent."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the engine and connections. Called by `__exit__`; idempotent."""
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- provenance ------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about this runner for the run manifest. Never include secrets."""
+        return {"runner": self.name, "model_id": self.model_id}
+
+    def state(self) -> dict[str, Any]:
+        """Resumable state to persist in the run manifest (e.g. a remote job's name)."""
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Take back the `state()` of an interrupted run, e.g. to re-attach to its job."""
+
+    def _notify_state(self) -> None:
+        """Tell the pipeline that `state()` changed, so it is persisted right away."""
+        if self.state_listener is not None:
+            self.state_listener(self.state())
+
+    # -- the contract ----------------------------------------------------------------------
+
+    @abstractmethod
+    def _run_batch(self, requests: Sequence[InferenceRequest]) -> Iterable[InferenceResponse]:
+        """Answer one batch of requests.
+
+        Args:
+            requests: At most `batch_size` requests with distinct record ids.
+
+        Returns:
+            Responses in any order, lazily if convenient. Per-record failures should be
+            `InferenceResponse.failure(...)` values; raising fails the whole batch.
+        """
+
+    def run(self, requests: Iterable[InferenceRequest]) -> Iterator[InferenceResponse]:
+        """Answer every request exactly once (see the class promises).
+
+        Args:
+            requests: Requests with unique record ids; consumed lazily, batch by batch.
+
+        Yields:
+            One response per request, errors included.
+
+        Raises:
+            ValueError: Two requests share a record id (a caller bug, not a record failure).
+        """
+        seen_ids: set[str] = set()
+        for batch in _chunks(requests, self.batch_size):
+            for request in batch:
+                if request.record_id in seen_ids:
+                    raise ValueError(f"duplicate request for record {request.record_id!r}")
+                seen_ids.add(request.record_id)
+            yield from self._answer_batch(batch)
+
+    def _answer_batch(self, batch: Sequence[InferenceRequest]) -> Iterator[InferenceResponse]:
+        pending = {request.record_id: request for request in batch}
+        started = time.perf_counter()
+        try:
+            for response in self._run_batch(batch):
+                if response.record_id not in pending:
+                    logger.warning(
+                        "%s answered record %r twice or without being asked; answer dropped",
+                        self.name,
+                        response.record_id,
+                    )
+                    continue
+                del pending[response.record_id]
+                yield response
+        except Exception as exc:
+            logger.warning("%s failed on a batch of %d: %s", self.name, len(batch), exc)
+            message = f"{type(exc).__name__}: {exc}"
+            for record_id in list(pending):
+                del pending[record_id]
+                yield InferenceResponse.failure(
+                    record_id,
+                    "runner_error",
+                    message,
+                    latency_s=time.perf_counter() - started,
+                )
+        for record_id in pending:
+            yield InferenceResponse.failure(
+                record_id,
+                "missing_response",
+                f"{self.name} returned no answer for this record",
+            )
+
+
+def _chunks(
+    items: Iterable[InferenceRequest], size: int | None
+) -> Iterator[list[InferenceRequest]]:
+    iterator = iter(items)
+    if size is None:
+        whole = list(iterator)
+        if whole:
+            yield whole
+        return
+    if size <= 0:
+        raise ValueError("batch_size must be positive or None")
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk

@@ -1,0 +1,328 @@
+"""`RunStore`: a run directory that survives crashes and resumes without duplicates.
+
+```
+runs/ecg-2026-11-25/
+├── manifest.json         what ran: task, prompt fingerprint, model, params, dataset,
+│                         versions, times, counts, runner state (replaced atomically)
+├── predictions.jsonl     one Prediction per line, appended and fsync'ed as answers arrive
+├── predictions.parquet   the final table, one row per record (written when a run ends)
+└── .lock                 held while a run writes here
+```
+
+Exactly-once: a prediction is durable once its line is complete in `predictions.jsonl`. A
+crash can leave at most a torn last line; it is detected and dropped on the next open, and
+that record is simply run again. When a record has several lines (a retried failure, a
+re-run), the last one for the current resume key wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from medbatch.errors import RunStoreError
+from medbatch.records import Prediction
+
+__all__ = ["ResumeKey", "RunManifest", "RunStore", "atomic_write_text"]
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+PREDICTIONS = "predictions.jsonl"
+PREDICTIONS_TABLE = "predictions.parquet"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace `path` with `text` so readers see the old or the new file, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp_name).replace(path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class ResumeKey:
+    """What must match for a stored prediction to count as done."""
+
+    image_sha256: str
+    prompt_fingerprint: str
+    model_id: str
+    params_fingerprint: str
+
+    @classmethod
+    def of(cls, prediction: Prediction) -> ResumeKey:
+        """The key a stored prediction was made under."""
+        return cls(
+            prediction.image_sha256,
+            prediction.prompt_fingerprint,
+            prediction.model_id,
+            prediction.params_fingerprint,
+        )
+
+
+class RunManifest(BaseModel):
+    """What a run was, for reproducing it. Never holds credentials."""
+
+    model_config = ConfigDict(extra="allow")
+
+    medbatch_version: str
+    task: str
+    prompt_version: str
+    prompt_fingerprint: str
+    prompt_text: dict[str, Any] = Field(default_factory=dict)
+    model_id: str
+    runner: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    params_fingerprint: str
+    constrained: bool = False
+    dataset: dict[str, Any] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=dict)
+    started_at: str
+    finished_at: str | None = None
+    status: str = "running"
+    counts: dict[str, int] = Field(default_factory=dict)
+    runner_state: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunStore:
+    """A run directory: manifest, streamed predictions, resume and retry.
+
+    Args:
+        path: The run directory; created if missing.
+
+    Use as a context manager (or call `open`/`close`) while writing: it takes a lock so two
+    processes never append to the same run.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser()
+        self._handle: IO[str] | None = None
+        self._lock: IO[str] | None = None
+
+    @property
+    def predictions_path(self) -> Path:
+        """The append-only JSONL of predictions."""
+        return self.path / PREDICTIONS
+
+    @property
+    def manifest_path(self) -> Path:
+        """The manifest file."""
+        return self.path / MANIFEST
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def open(self) -> RunStore:
+        """Create the directory, take the lock, repair a torn last line, open for append.
+
+        Raises:
+            RunStoreError: Not writable, or another process is writing this run.
+        """
+        if self._handle is not None:
+            return self
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            lock = (self.path / ".lock").open("a+", encoding="utf-8")
+        except OSError as exc:
+            raise RunStoreError(f"cannot write to run directory {self.path}: {exc}") from exc
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            lock.close()
+            raise RunStoreError(
+                f"run directory {self.path} is in use by another medbatch process"
+            ) from exc
+        self._lock = lock
+        try:
+            self._repair_torn_tail()
+            self._handle = self.predictions_path.open("a", encoding="utf-8")
+        except OSError as exc:
+            self.close()
+            raise RunStoreError(f"cannot write to {self.predictions_path}: {exc}") from exc
+        return self
+
+    def close(self) -> None:
+        """Flush and release the lock."""
+        if self._handle is not None:
+            with contextlib.suppress(OSError):
+                self._handle.close()
+            self._handle = None
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
+                self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> RunStore:
+        return self.open()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _repair_torn_tail(self) -> None:
+        path = self.predictions_path
+        if not path.exists() or path.stat().st_size == 0:
+            return
+        with path.open("rb+") as handle:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) == b"\n":
+                return
+            # A crash mid-write left a partial line: cut back to the last newline. That
+            # record was never durable, so it will be run again.
+            handle.seek(0)
+            data = handle.read()
+            keep = data.rfind(b"\n") + 1
+            handle.truncate(keep)
+            handle.flush()
+            os.fsync(handle.fileno())
+            logger.warning("dropped a torn last line (%d bytes) in %s", len(data) - keep, path)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(self, predictions: Iterable[Prediction]) -> int:
+        """Durably append predictions (one write, one fsync). Returns how many.
+
+        Raises:
+            RunStoreError: The store is not open, or the disk refused the write (nothing
+                already written is affected).
+        """
+        if self._handle is None:
+            raise RunStoreError("RunStore.append called before open()")
+        lines = [prediction.model_dump_json() + "\n" for prediction in predictions]
+        if not lines:
+            return 0
+        try:
+            self._handle.write("".join(lines))
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError as exc:
+            # Leave no partial line behind so the file stays readable.
+            self._handle = None
+            with contextlib.suppress(OSError):
+                self._repair_torn_tail()
+                self._handle = self.predictions_path.open("a", encoding="utf-8")
+            raise RunStoreError(f"cannot write predictions to {self.path}: {exc}") from exc
+        return len(lines)
+
+    def write_manifest(self, manifest: RunManifest) -> None:
+        """Atomically replace the manifest."""
+        try:
+            atomic_write_text(self.manifest_path, manifest.model_dump_json(indent=2) + "\n")
+        except OSError as exc:
+            raise RunStoreError(f"cannot write manifest in {self.path}: {exc}") from exc
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def read_manifest(self) -> RunManifest | None:
+        """The manifest, or None for a new run directory.
+
+        Raises:
+            RunStoreError: The manifest exists but is not valid.
+        """
+        if not self.manifest_path.exists():
+            return None
+        try:
+            return RunManifest.model_validate_json(self.manifest_path.read_text("utf-8"))
+        except (OSError, ValidationError) as exc:
+            raise RunStoreError(f"unreadable manifest {self.manifest_path}: {exc}") from exc
+
+    def iter_predictions(self) -> Iterator[Prediction]:
+        """Every stored prediction line, oldest first; torn or corrupt lines are skipped."""
+        path = self.predictions_path
+        if not path.exists():
+            return
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.endswith("\n"):
+                    logger.warning("ignoring a torn last line in %s", path)
+                    return
+                if not line.strip():
+                    continue
+                try:
+                    yield Prediction.model_validate_json(line)
+                except ValidationError:
+                    logger.warning("ignoring corrupt line %d in %s", number, path)
+
+    def latest(self) -> dict[str, Prediction]:
+        """The last stored prediction per record id."""
+        latest: dict[str, Prediction] = {}
+        for prediction in self.iter_predictions():
+            latest[prediction.record_id] = prediction
+        return latest
+
+    def predictions_frame(self, record_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """The latest prediction per record as a DataFrame (optionally only `record_ids`)."""
+        latest = self.latest()
+        if record_ids is not None:
+            wanted = list(dict.fromkeys(record_ids))
+            rows = [latest[rid].to_row() for rid in wanted if rid in latest]
+        else:
+            rows = [prediction.to_row() for prediction in latest.values()]
+        return predictions_to_frame(rows)
+
+    def write_table(self, frame: pd.DataFrame) -> Path:
+        """Write the final predictions table as parquet (atomically)."""
+        target = self.path / PREDICTIONS_TABLE
+        tmp = self.path / f".{PREDICTIONS_TABLE}.tmp"
+        try:
+            frame.to_parquet(tmp, index=False)
+            tmp.replace(target)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise RunStoreError(f"cannot write {target}: {exc}") from exc
+        return target
+
+
+PREDICTION_COLUMNS = list(Prediction.model_fields)
+
+
+def predictions_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """A predictions DataFrame with every `Prediction` column, even when empty."""
+    frame = pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+    return frame
+
+
+def load_predictions(run_dir: str | Path) -> pd.DataFrame:
+    """The predictions of a finished or interrupted run directory.
+
+    Prefers `predictions.parquet`; falls back to the JSONL of an interrupted run.
+
+    Raises:
+        RunStoreError: `run_dir` holds no predictions.
+    """
+    run_dir = Path(run_dir)
+    table = run_dir / PREDICTIONS_TABLE
+    if table.exists():
+        return pd.read_parquet(table)
+    store = RunStore(run_dir)
+    if not store.predictions_path.exists():
+        raise RunStoreError(
+            f"{run_dir} is not a medbatch run directory (no {PREDICTIONS_TABLE} or {PREDICTIONS})"
+        )
+    return store.predictions_frame()
+
+
+def decode_json_column(value: Any) -> Any:
+    """Parse a JSON-string cell (`label_scores`, `metadata`) back into Python."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None
+    if isinstance(value, str):
+        return json.loads(value)
+    return value

@@ -1,0 +1,9 @@
+"""Test doubles and contract suites shipped with medbatch, for your tasks and back-ends too.
+
+Everything here is deterministic and offline: no model downloads, no network, no accounts.
+Heavy pieces (the tiny VLM, the fake Snowflake) import their dependencies lazily.
+"""
+
+from medbatch.testing.function_runner import FunctionRunner
+
+__all__ = ["FunctionRunner"]
