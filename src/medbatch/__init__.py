@@ -50,9 +50,9 @@ from medbatch.runners.replay import ReplayRunner
 from medbatch.store import RunManifest, RunStore, load_predictions
 from medbatch.tasks.base import Task
 from medbatch.tasks.registry import get_task, list_tasks, register_task
-from medbatch.versions import package_versions
+from medbatch.versions import package_versions as _package_versions
 
-__version__ = package_versions().get("medbatch", "0.0.0")
+__version__ = _package_versions().get("medbatch", "0.0.0")
 
 __all__ = [
     "AnswerStatus",

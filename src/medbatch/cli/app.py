@@ -63,7 +63,9 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except (MedbatchError, FileNotFoundError, PermissionError) as exc:
             if state.debug:
                 raise
-            err_console.print(f"[bold red]error:[/] {_one_line(exc)}", highlight=False)
+            err_console.print(
+                f"[bold red]error:[/] {_one_line(exc)}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(code=2 if _is_input_error(exc) else 1) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: resume with the same command and --resume")

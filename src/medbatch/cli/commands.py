@@ -1,4 +1,4 @@
-"""Core commands: tasks, run, demo."""
+"""Core commands: tasks, run."""
 
 from __future__ import annotations
 
@@ -76,26 +76,3 @@ def run_command(
     )
     console.print(metrics_table(result.metrics, title=f"{task.name} · {runner.model_id}"))
     console.print(f"Results in [bold]{result.run_dir}[/] ({result.skipped} reused from before)")
-
-
-@app.command("demo")
-@handle_errors
-def demo_command(
-    output_dir: Path = typer.Option(
-        Path("medbatch-demo"), "--output-dir", "-o", help="Where to write the demo run."
-    ),
-) -> None:
-    """Run the offline demo: the bundled recorded ECG answers, parsed and evaluated.
-
-    Example: medbatch demo -o /tmp/demo
-    """
-    from medbatch.datasets.sample import load_ecg_sample
-    from medbatch.pipeline import classify
-    from medbatch.tasks.registry import get_task
-
-    dataset, runner = load_ecg_sample()
-    result = classify(
-        dataset, get_task("ecg"), runner, store=output_dir, resume=False, progress=False
-    )
-    console.print(metrics_table(result.metrics, title="ECG demo (recorded sample answers)"))
-    console.print(f"Predictions: [bold]{output_dir / 'predictions.parquet'}[/]")
