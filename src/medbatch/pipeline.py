@@ -12,25 +12,39 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
+from medbatch.canary import (
+    MIN_IMAGE_TOKENS,
+    CanaryFailedError,
+    CanaryThresholds,
+    ImageNotSeenError,
+    canary_subset,
+    evaluate_canary,
+    probe_image_seen,
+)
 from medbatch.datasets.base import Dataset, SubsetDataset
 from medbatch.errors import ImageLoadError
 from medbatch.evaluation import summarize
 from medbatch.parsing.interpret import interpret_response
+from medbatch.profiles import ModelProfile, profile_for
+from medbatch.prompts.chat import ChatPromptTemplate
 from medbatch.records import (
+    AnswerStatus,
     GenerationParams,
     InferenceRequest,
     InferenceResponse,
     LabelConstraint,
     Prediction,
     Record,
+    Usage,
 )
+from medbatch.reprompt import follow_up_request
 from medbatch.runners.base import BatchRunner
 from medbatch.store import ResumeKey, RunManifest, RunStore, predictions_to_frame
 from medbatch.tasks.base import Task
@@ -43,6 +57,7 @@ logger = logging.getLogger(__name__)
 # Predictions are fsync'ed in groups: per record would cap throughput at the disk's sync
 # rate; a crash loses at most this group, which is then simply run again on resume.
 _FLUSH_EVERY = 64
+_REPROMPTABLE = frozenset({AnswerStatus.UNPARSEABLE, AnswerStatus.TRUNCATED})
 _FLUSH_SECONDS = 1.0
 
 
@@ -114,6 +129,10 @@ def classify(
     limit: int | None = None,
     params: GenerationParams | None = None,
     constrained: bool | LabelConstraint = False,
+    canary: int | Literal["auto"] = "auto",
+    canary_thresholds: CanaryThresholds | None = None,
+    reprompt: bool = False,
+    profile: ModelProfile | None = None,
     progress: bool | None = None,
     on_prediction: Callable[[Prediction], None] | None = None,
     manifest_extra: dict[str, Any] | None = None,
@@ -135,6 +154,17 @@ def classify(
         params: Generation parameters; the task's defaults when None.
         constrained: Constrain answers to the task's labels (True for `choice` mode, or a
             `LabelConstraint`); the task's constrained-decoding prompt is used.
+        canary: Records to run first as a canary (stratified); the run stops with
+            `CanaryFailedError` if they fall below `canary_thresholds` or the image does not
+            reach the model. `"auto"` runs 8 for runners that declare `expensive` in their
+            capabilities and datasets of more than 64 records; 0 disables it.
+        canary_thresholds: When a canary fails; defaults to `CanaryThresholds()`.
+        reprompt: For answers with no verdict (unparseable or truncated), ask once more in a
+            follow-up turn for the label only (constrained where the back-end supports it).
+            Both answers are kept; the method is recorded.
+        profile: Model profile; chosen from `runner.model_id` when None (see
+            `medbatch.profiles`). A profile without a system role folds the system text
+            into the first user turn, so every back-end sends the same prompt.
         progress: Show a progress bar; None means only when stderr is a terminal.
         on_prediction: Called with each new prediction as it arrives.
         manifest_extra: Extra JSON-serialisable facts for the manifest (sampling, etc.).
@@ -145,6 +175,7 @@ def classify(
 
     Raises:
         RunStoreError: The run directory cannot be written or is in use.
+        CanaryFailedError: The canary subset failed; nothing else was run.
 
     Example:
         >>> result = classify(ImageFolderDataset("ecg/", task.folder_map), get_task("ecg"),
@@ -155,6 +186,8 @@ def classify(
     if constrained:
         constraint = constrained if isinstance(constrained, LabelConstraint) else task.constraint()
         task = task.for_constrained_decoding()
+    profile = profile or profile_for(runner.model_id)
+    task = _apply_profile(task, profile)
     if limit is not None:
         dataset = SubsetDataset(dataset, limit)
     loop = _RunLoop(
@@ -166,11 +199,41 @@ def classify(
         constraint=constraint,
         retry_failed=retry_failed,
         on_prediction=on_prediction,
+        profile=profile,
     )
     loop.prepare(resume=resume, manifest_extra=manifest_extra or {})
     show = progress if progress is not None else sys.stderr.isatty()
-    loop.execute(show_progress=show)
+    canary_size = _canary_size(canary, runner, dataset)
+    try:
+        with runner:
+            if canary_size:
+                loop.run_canary(canary_size, canary_thresholds or CanaryThresholds())
+            loop.execute(dataset, show_progress=show)
+            if reprompt:
+                loop.reprompt_unparsed()
+    except BaseException as exc:
+        loop.abort(exc)
+        raise
     return loop.finish()
+
+
+def _apply_profile(task: Task, profile: ModelProfile) -> Task:
+    if profile.system_role != "fold":
+        return task
+    prompt = task.prompt
+    if isinstance(prompt, ChatPromptTemplate) and not prompt.fold_system:
+        folded = prompt.with_options(fold_system=True)
+        return replace(task, prompts={**task.prompts, task.prompt_version: folded})
+    return task
+
+
+def _canary_size(canary: int | Literal["auto"], runner: BatchRunner, dataset: Dataset) -> int:
+    if canary == "auto":
+        if not runner.capabilities.expensive:
+            return 0
+        size = _safe_len(dataset)
+        return 8 if size is None or size > 64 else 0
+    return max(0, canary)
 
 
 class _RunLoop:
@@ -187,6 +250,7 @@ class _RunLoop:
         constraint: LabelConstraint | None,
         retry_failed: bool,
         on_prediction: Callable[[Prediction], None] | None,
+        profile: ModelProfile,
     ) -> None:
         self.dataset = dataset
         self.task = task
@@ -195,14 +259,17 @@ class _RunLoop:
         self.params = params
         self.constraint = constraint
         self.retry_failed = retry_failed
+        self.profile = profile
         self.prompt_fp = task.prompt.fingerprint
         self.params_fp = params.fingerprint()
         self.collector = _Collector(store, on_prediction)
         self.done: dict[str, Prediction] = {}
         self.pending: dict[str, _Pending] = {}
+        self.requests_by_id: dict[str, InferenceRequest] = {}
         self.record_order: list[str] = []
         self.skipped = 0
         self.ignored_constraints = 0
+        self.text_only_tokens: int | None = None
         self.advance: Callable[[], None] = lambda: None
         self.manifest = self._new_manifest()
 
@@ -216,6 +283,7 @@ class _RunLoop:
             prompt_text=self.task.prompt.definition(),
             model_id=self.runner.model_id,
             runner=self.runner.describe(),
+            profile=self.profile.describe(),
             params=self.params.model_dump(mode="json"),
             params_fingerprint=self.params_fp,
             constrained=self.constraint is not None,
@@ -243,32 +311,102 @@ class _RunLoop:
                     self.runner.restore(previous.runner_state)
         self.store.write_manifest(self.manifest)
 
-    def execute(self, *, show_progress: bool) -> None:
-        """Stream every record through the runner; on any exit, flush what arrived."""
-        self.runner.state_listener = self._save_runner_state
-        status = "completed"
+    def run_canary(self, size: int, thresholds: CanaryThresholds) -> None:
+        """Run a stratified subset first; stop with a report if it fails.
+
+        Canary answers are stored like any other, so the main pass reuses them.
+        """
+        subset = canary_subset(self.dataset, size)
+        self._stream(subset, record_order=[], keep_requests=True)
+        ids = [record.id for record in subset]
+        answered = [self.collector.by_id.get(rid) or self.done.get(rid) for rid in ids]
+        frame = predictions_to_frame([p.to_row() for p in answered if p is not None])
+        probe: tuple[bool | None, int | None, int | None] = (None, None, None)
+        for prediction in answered:
+            request = self.requests_by_id.get(prediction.record_id) if prediction else None
+            if prediction is not None and request is not None and not prediction.is_error:
+                response = InferenceResponse(
+                    record_id=prediction.record_id,
+                    usage=Usage(prompt_tokens=prediction.prompt_tokens),
+                )
+                probe = probe_image_seen(self.runner, request, response)
+                break
+        self.text_only_tokens = probe[2] if probe[0] else None
+        report = evaluate_canary(
+            frame,
+            thresholds=thresholds,
+            constrained=self.constraint is not None,
+            image_probe=probe,
+        )
+        self.manifest.canary = report.model_dump(mode="json")
+        self.collector.flush()
+        self.done.update(self.collector.by_id)
+        if self.store is not None:
+            self.store.write_manifest(self.manifest)
+        if not report.passed:
+            error_cls = ImageNotSeenError if report.image_seen is False else CanaryFailedError
+            self.status = "canary_failed"
+            raise error_cls(report)
+
+    def execute(self, dataset: Dataset, *, show_progress: bool) -> None:
+        """Stream every record of the main pass through the runner."""
+        with _progress_bar(show_progress, _safe_len(dataset), self.task.name) as advance:
+            self.advance = advance
+            self._stream(dataset, record_order=self.record_order)
+        self.advance = lambda: None
+
+    def reprompt_unparsed(self) -> None:
+        """One bounded follow-up turn for answers without a verdict."""
+        follow_ups = []
+        for record_id in self.record_order:
+            prediction = self.collector.by_id.get(record_id)
+            request = self.requests_by_id.get(record_id)
+            if prediction is None or request is None:
+                continue
+            if prediction.status in _REPROMPTABLE:
+                follow_ups.append(follow_up_request(request, prediction.text or "", self.task))
+        if not follow_ups:
+            return
+        constrained = self.runner.capabilities.constrained_decoding
+        for request in follow_ups:
+            first = self.collector.by_id[request.record_id]
+            self.pending[request.record_id] = _Pending(
+                first.image_sha256, first.truth, {**first.metadata}
+            )
+        for response in self.runner.run(
+            request if constrained else request.model_copy(update={"constraint": None})
+            for request in follow_ups
+        ):
+            first = self.collector.by_id[response.record_id]
+            second = self._predict(response.record_id, response)
+            if second.status is AnswerStatus.PARSED:
+                merged = second.model_copy(
+                    update={
+                        "text": first.text,
+                        "finish_reason": first.finish_reason,
+                        "method": f"reprompt:{second.method}",
+                        "metadata": {**second.metadata, "reprompt_answer": response.text},
+                    }
+                )
+            else:
+                merged = first.model_copy(
+                    update={"metadata": {**first.metadata, "reprompt_answer": response.text}}
+                )
+            self.collector.add(merged)
+
+    def abort(self, exc: BaseException) -> None:
+        """Keep what arrived and record why the run stopped."""
+        status = getattr(self, "status", None)
+        if status is None:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        self.runner.state_listener = None
         try:
-            with (
-                self.runner,
-                _progress_bar(show_progress, _safe_len(self.dataset), self.task.name) as advance,
-            ):
-                self.advance = advance
-                for response in self.runner.run(self._requests()):
-                    self.collector.add(self._predict(response.record_id, response))
-                    advance()
-        except KeyboardInterrupt:
-            status = "interrupted"
-            raise
-        except BaseException:
-            status = "failed"
-            raise
-        finally:
-            self.runner.state_listener = None
             self.collector.flush()
-            self.manifest.status = status
-            self.manifest.runner_state = self.runner.state() or self.manifest.runner_state
-            if status != "completed" and self.store is not None:
+        finally:
+            if self.store is not None:
+                self.manifest.status = status
                 self.manifest.finished_at = _now()
+                self.manifest.runner_state = self.runner.state() or self.manifest.runner_state
                 try:
                     self.store.write_manifest(self.manifest)
                 finally:
@@ -276,13 +414,17 @@ class _RunLoop:
 
     def finish(self) -> RunResult:
         """Assemble one row per record in dataset order; write the table and manifest."""
+        self.collector.flush()
+        self.runner.state_listener = None
         rows = []
         for record_id in self.record_order:
             prediction = self.collector.by_id.get(record_id) or self.done.get(record_id)
             if prediction is not None:
                 rows.append(prediction.to_row())
         frame = predictions_to_frame(rows)
+        self.manifest.status = "completed"
         self.manifest.finished_at = _now()
+        self.manifest.runner_state = self.runner.state() or self.manifest.runner_state
         self.manifest.counts = {
             "records": len(self.record_order),
             "answered_now": len(self.collector.by_id),
@@ -323,9 +465,22 @@ class _RunLoop:
             return False
         return not (self.retry_failed and previous.is_error)
 
-    def _requests(self) -> Iterator[InferenceRequest]:
-        for record in self.dataset:
-            self.record_order.append(record.id)
+    def _stream(
+        self, dataset: Dataset, *, record_order: list[str], keep_requests: bool = False
+    ) -> None:
+        self.runner.state_listener = self._save_runner_state
+        for response in self.runner.run(self._requests(dataset, record_order)):
+            prediction = self._predict(response.record_id, response)
+            self.collector.add(prediction)
+            # Requests are kept only where a later step needs them (the canary's image
+            # probe, a re-prompt), so memory does not grow with the dataset.
+            if not keep_requests and prediction.status not in _REPROMPTABLE:
+                self.requests_by_id.pop(response.record_id, None)
+            self.advance()
+
+    def _requests(self, dataset: Dataset, record_order: list[str]) -> Iterator[InferenceRequest]:
+        for record in dataset:
+            record_order.append(record.id)
             try:
                 sha256 = record.image.sha256
             except ImageLoadError as exc:
@@ -339,12 +494,15 @@ class _RunLoop:
                 self.advance()
                 continue
             self.pending[record.id] = _Pending(sha256, record.label, dict(record.metadata))
-            yield InferenceRequest(
+            request = InferenceRequest(
                 record_id=record.id,
                 messages=self.task.prompt.render(record),
                 params=self.params,
                 constraint=self.constraint,
             )
+            # Kept (small: images are references) for the canary probe and re-prompts.
+            self.requests_by_id[record.id] = request
+            yield request
 
     def _predict(self, record_id: str, response: InferenceResponse) -> Prediction:
         info = self.pending.pop(record_id)
@@ -363,6 +521,13 @@ class _RunLoop:
                 )
         error = response.error
         usage = response.usage
+        if (
+            self.text_only_tokens is not None
+            and usage is not None
+            and usage.prompt_tokens is not None
+            and usage.prompt_tokens - self.text_only_tokens < MIN_IMAGE_TOKENS
+        ):
+            metadata["image_not_seen"] = True
         return Prediction(
             record_id=record_id,
             image_sha256=info.sha256,

@@ -90,6 +90,7 @@ class RunManifest(BaseModel):
     prompt_text: dict[str, Any] = Field(default_factory=dict)
     model_id: str
     runner: dict[str, Any] = Field(default_factory=dict)
+    profile: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
     params_fingerprint: str
     constrained: bool = False
@@ -100,6 +101,7 @@ class RunManifest(BaseModel):
     status: str = "running"
     counts: dict[str, int] = Field(default_factory=dict)
     runner_state: dict[str, Any] = Field(default_factory=dict)
+    canary: dict[str, Any] | None = None
 
 
 class RunStore:

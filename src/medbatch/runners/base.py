@@ -38,6 +38,8 @@ class RunnerCapabilities(BaseModel):
         label_scores: `InferenceResponse.label_scores` can be filled.
         image_inputs: How images can reach the model: `bytes` (sent inline), `url`
             (http/data URLs passed through), `stage` (Snowflake stage paths).
+        expensive: Each run costs real money or GPU time (remote jobs, servers, engines),
+            so `classify` runs a canary subset first by default.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -46,6 +48,7 @@ class RunnerCapabilities(BaseModel):
     constrained_decoding: bool = False
     label_scores: bool = False
     image_inputs: frozenset[str] = frozenset({"bytes"})
+    expensive: bool = False
 
 
 class RunnerConfig(BaseModel):

@@ -1,0 +1,121 @@
+"""Model profiles: what each model family needs to answer correctly, chosen by model id.
+
+Silent failures in VLM classification are usually a model quirk nobody wrote down: Gemma 3
+returns empty text in float16, has no system role, sees images at 896 px. A profile writes
+those facts down once, and every runner and the pipeline read them.
+
+```python
+profile = profile_for("google/medgemma-4b-it")
+profile.name                   # 'gemma3'
+profile.check_dtype("float16", device="cuda")   # raises ConfigError with the reason
+```
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from medbatch.errors import ConfigError
+from medbatch.records import GenerationParams
+
+__all__ = ["GEMMA3", "GENERIC", "ModelProfile", "profile_for", "register_profile"]
+
+
+class ModelProfile(BaseModel):
+    """The rules one model family needs.
+
+    Attributes:
+        name: Short name recorded in manifests and rows.
+        patterns: Regular expressions matched (case-insensitively) against the model id.
+        system_role: `native` sends a system message; `fold` merges the system text into the
+            first user turn on the client, so every back-end sends the same prompt.
+        gpu_dtype: The dtype to use on GPU.
+        refused_dtypes: dtype → why it is refused (overridable only with force).
+        image_size: The vision encoder's native input side in pixels.
+        image_tokens: Tokens one image costs in the prompt.
+        pan_and_scan: Whether the processor supports pan-and-scan crops for wide images.
+        context_length: Most prompt + answer tokens.
+        params: Default generation parameters for classification (greedy).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    patterns: tuple[str, ...] = ()
+    system_role: Literal["native", "fold"] = "native"
+    gpu_dtype: str = "bfloat16"
+    refused_dtypes: dict[str, str] = Field(default_factory=dict)
+    image_size: int | None = None
+    image_tokens: int | None = None
+    pan_and_scan: bool = False
+    context_length: int | None = None
+    params: GenerationParams = Field(default_factory=GenerationParams)
+
+    def matches(self, model_id: str) -> bool:
+        """Whether this profile applies to `model_id`."""
+        return any(re.search(pattern, model_id, re.IGNORECASE) for pattern in self.patterns)
+
+    def check_dtype(self, dtype: str, *, device: str, force: bool = False) -> None:
+        """Refuse a dtype this family cannot run in, unless forced.
+
+        Args:
+            dtype: The requested dtype name (`float16`, `bfloat16`, ...).
+            device: `cuda`, `cpu`, ...
+            force: Accept it anyway (the reason is still logged by the caller).
+
+        Raises:
+            ConfigError: The dtype is refused on that device; the message says why and how
+                to force it.
+        """
+        reason = self.refused_dtypes.get(dtype.replace("torch.", ""))
+        if reason and device.startswith("cuda") and not force:
+            raise ConfigError(
+                f"{self.name} models must not run in {dtype} on GPU: {reason} "
+                f"Use {self.gpu_dtype}, or pass allow_fp16=True to force it."
+            )
+
+    def describe(self) -> dict[str, object]:
+        """The profile as recorded in a run manifest."""
+        return self.model_dump(mode="json", exclude={"patterns"})
+
+
+GEMMA3 = ModelProfile(
+    name="gemma3",
+    patterns=(r"gemma-?3", r"medgemma", r"gemma3"),
+    system_role="fold",
+    gpu_dtype="bfloat16",
+    refused_dtypes={
+        "float16": (
+            "Gemma 3 activations overflow float16, which yields empty or NaN answers "
+            "(reported for Gemma 3 and MedGemma on vLLM and transformers)."
+        ),
+    },
+    image_size=896,
+    image_tokens=256,
+    pan_and_scan=True,
+    context_length=128_000,
+    params=GenerationParams(temperature=0.0, max_tokens=1024),
+)
+"""Gemma 3 and MedGemma: bf16 on GPU, no system role, 896 px SigLIP, 256 image tokens."""
+
+GENERIC = ModelProfile(name="generic")
+"""Used when no profile matches: no special rules."""
+
+_PROFILES: list[ModelProfile] = [GEMMA3]
+
+
+def register_profile(profile: ModelProfile) -> None:
+    """Add a profile; later registrations win over earlier ones for the same model id."""
+    _PROFILES.insert(0, profile)
+
+
+def profile_for(model_id: str, *, profiles: Iterable[ModelProfile] | None = None) -> ModelProfile:
+    """The first profile whose patterns match `model_id`, else `GENERIC`."""
+    for profile in profiles if profiles is not None else _PROFILES:
+        if profile.matches(model_id):
+            return profile
+    return GENERIC

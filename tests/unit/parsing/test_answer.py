@@ -1,0 +1,248 @@
+"""FinalAnswerParser: the verdict, not the first label; measured on the answer corpus."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from medbatch.labels import Label, LabelSet
+from medbatch.parsing.answer import FinalAnswerParser
+from medbatch.records import AnswerStatus
+from medbatch.tasks.ecg import ECG_LABELS
+
+CORPUS = Path(__file__).resolve().parents[2] / "data" / "parser_corpus.jsonl"
+
+
+@pytest.fixture(scope="module")
+def parser() -> FinalAnswerParser:
+    return FinalAnswerParser(ECG_LABELS)
+
+
+def _corpus() -> list[dict[str, Any]]:
+    with CORPUS.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+# --- the corpus ------------------------------------------------------------------------
+
+
+def test_corpus_is_large_and_well_formed() -> None:
+    items = _corpus()
+    assert len(items) >= 90
+    assert len({item["id"] for item in items}) == len(items)
+    statuses = {item["expected_status"] for item in items}
+    assert {"parsed", "ambiguous", "unparseable", "truncated", "refusal", "empty"} <= statuses
+    for item in items:
+        assert item["finish_reason"] in ("stop", "length")
+        assert (item["expected"] is None) == (item["expected_status"] != "parsed")
+        assert item["expected"] is None or item["expected"] in ECG_LABELS
+
+
+def test_corpus_exact_match_and_wrong_label_targets(parser: FinalAnswerParser) -> None:
+    items = _corpus()
+    exact = wrong = 0
+    misses = []
+    for item in items:
+        got = parser.parse(item["text"], finish_reason=item["finish_reason"]).label
+        if got == item["expected"]:
+            exact += 1
+        else:
+            misses.append((item["id"], item["trap"], got, item["expected"]))
+            wrong += got is not None
+    assert exact / len(items) >= 0.97, misses
+    assert wrong / len(items) <= 0.01, misses
+
+
+def test_corpus_statuses_match(parser: FinalAnswerParser) -> None:
+    items = _corpus()
+    agree = sum(
+        parser.parse(item["text"], finish_reason=item["finish_reason"]).status
+        == item["expected_status"]
+        for item in items
+    )
+    assert agree / len(items) >= 0.95
+
+
+# --- the rules, one by one ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("FINAL CLASSIFICATION: ABNORMAL_HEARTBEAT", "ABNORMAL_HEARTBEAT"),  # NORMAL inside
+        ("**FINAL CLASSIFICATION:** **post-MI**", "POST_MI"),
+        ("## Final classification\n\n`Post MI`", "POST_MI"),
+        ("| **Final classification** | *MYOCARDIAL_INFARCTION* |", "MYOCARDIAL_INFARCTION"),
+        ("Final classification: __NORMAL__", "NORMAL"),
+        ("FINAL CLASSIFICATION: Acute inferior STEMI.", "MYOCARDIAL_INFARCTION"),
+        ("FINAL CLASSIFICATION: old inferior MI", "POST_MI"),  # modifier inside a synonym
+        ("FINAL CLASSIFICATION: atrial fibrillation", "ABNORMAL_HEARTBEAT"),
+    ],
+)
+def test_markdown_spelling_and_synonyms(
+    parser: FinalAnswerParser, text: str, expected: str
+) -> None:
+    result = parser.parse(text)
+    assert (result.label, result.status) == (expected, AnswerStatus.PARSED)
+    assert result.method == "final-heading"
+
+
+def test_restated_option_list_is_not_the_verdict(parser: FinalAnswerParser) -> None:
+    text = (
+        "FINAL CLASSIFICATION:\nClassify this ECG as ONE of:\n"
+        "- **MYOCARDIAL_INFARCTION**: ST elevation\n- **POST_MI**: Q waves, no ST elevation\n"
+        "- **ABNORMAL_HEARTBEAT**: irregular rhythm\n- **NORMAL**: all normal\n\n"
+        "Given the Q waves, the answer is **POST_MI**."
+    )
+    result = parser.parse(text)
+    assert result.label == "POST_MI"
+    assert result.span is not None
+    assert text[result.span[0] : result.span[1]] == "POST_MI"
+    assert text.rindex("POST_MI") == result.span[0]
+
+
+def test_inline_option_list_is_dropped(parser: FinalAnswerParser) -> None:
+    text = "Options: MYOCARDIAL_INFARCTION, POST_MI, ABNORMAL_HEARTBEAT or NORMAL."
+    assert parser.parse(text).status is AnswerStatus.UNPARSEABLE
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "FINAL CLASSIFICATION: not NORMAL; the rhythm is irregular: ABNORMAL_HEARTBEAT",
+        "FINAL CLASSIFICATION: No ST elevation rules out MYOCARDIAL_INFARCTION. "
+        "Irregular rhythm: ABNORMAL_HEARTBEAT.",
+        "FINAL CLASSIFICATION: There is no evidence of POST_MI. ABNORMAL_HEARTBEAT.",
+    ],
+)
+def test_negated_mentions_are_skipped(parser: FinalAnswerParser, text: str) -> None:
+    assert parser.parse(text).label == "ABNORMAL_HEARTBEAT"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("FINAL CLASSIFICATION: **not NORMAL** -> ABNORMAL_HEARTBEAT", "ABNORMAL_HEARTBEAT"),
+        ("Conclusion: not NORMAL, POST_MI", "POST_MI"),
+        ("Conclusion: neither NORMAL nor POST_MI; ABNORMAL_HEARTBEAT", "ABNORMAL_HEARTBEAT"),
+        ("Conclusion: not MYOCARDIAL_INFARCTION or POST_MI. It is NORMAL.", "NORMAL"),
+    ],
+)
+def test_negation_belongs_to_the_nearest_label(
+    parser: FinalAnswerParser, text: str, expected: str
+) -> None:
+    assert parser.parse(text).label == expected
+
+
+def test_negation_scope_ends_at_a_new_verb(parser: FinalAnswerParser) -> None:
+    text = "Conclusion: Q waves without ST elevation indicate POST_MI."
+    assert parser.parse(text).label == "POST_MI"
+
+
+def test_hedged_verdict_takes_the_asserted_label(parser: FinalAnswerParser) -> None:
+    text = (
+        "FINAL CLASSIFICATION: most consistent with MYOCARDIAL_INFARCTION, although "
+        "POST_MI cannot be excluded."
+    )
+    assert parser.parse(text).label == "MYOCARDIAL_INFARCTION"
+
+
+def test_far_verdict_after_heading(parser: FinalAnswerParser) -> None:
+    filler = "the rate, rhythm, intervals and the morphology of every complex " * 3
+    text = f"FINAL CLASSIFICATION:\nAfter reviewing {filler}I place this ECG in POST_MI."
+    assert text.index("POST_MI") - text.index("FINAL") > 100
+    assert parser.parse(text).label == "POST_MI"
+
+
+def test_verdict_first_then_analysis(parser: FinalAnswerParser) -> None:
+    text = (
+        "**Classification: ABNORMAL_HEARTBEAT**\n\nStep 5: the ST segments are normal. "
+        "Hyperacute T waves, an early sign of acute MI, are absent."
+    )
+    assert parser.parse(text).label == "ABNORMAL_HEARTBEAT"
+
+
+def test_last_final_heading_wins(parser: FinalAnswerParser) -> None:
+    text = "FINAL CLASSIFICATION: NORMAL\n\nOn review, Q waves.\n\nFINAL CLASSIFICATION: POST_MI"
+    assert parser.parse(text).label == "POST_MI"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "FINAL CLASSIFICATION: MYOCARDIAL_INFARCTION and ABNORMAL_HEARTBEAT",
+        "FINAL CLASSIFICATION: either POST_MI or MYOCARDIAL_INFARCTION",
+    ],
+)
+def test_two_asserted_labels_are_ambiguous(parser: FinalAnswerParser, text: str) -> None:
+    result = parser.parse(text)
+    assert (result.label, result.status) == (None, AnswerStatus.AMBIGUOUS)
+    assert result.evidence is not None
+    assert "MYOCARDIAL_INFARCTION" in result.evidence
+
+
+def test_truncated_before_verdict_is_not_guessed(parser: FinalAnswerParser) -> None:
+    text = "STEP 5: ST elevation in II, III, aVF consistent with inferior STEMI.\nSTEP 6: T wa"
+    assert parser.parse(text).label == "MYOCARDIAL_INFARCTION"  # complete answer: a verdict
+    result = parser.parse(text, finish_reason="length")
+    assert (result.label, result.status) == (None, AnswerStatus.TRUNCATED)
+
+
+def test_truncated_after_explicit_verdict_keeps_it(parser: FinalAnswerParser) -> None:
+    text = "FINAL CLASSIFICATION: POST_MI\n\nRationale: the Q waves in II, III and"
+    assert parser.parse(text, finish_reason="length").label == "POST_MI"
+
+
+def test_truncated_inside_the_label_word(parser: FinalAnswerParser) -> None:
+    result = parser.parse("FINAL CLASSIFICATION: NORMAL", finish_reason="length")
+    assert result.status is AnswerStatus.TRUNCATED  # could have been "NORMAL_..." cut short
+
+
+@pytest.mark.parametrize(
+    ("text", "status"),
+    [
+        (None, AnswerStatus.EMPTY),
+        ("", AnswerStatus.EMPTY),
+        ("  \n ", AnswerStatus.EMPTY),
+        ("I'm sorry, but I cannot provide a medical diagnosis.", AnswerStatus.REFUSAL),
+        ("The tracing is abnormal.", AnswerStatus.UNPARSEABLE),
+    ],
+)
+def test_no_verdict_statuses(parser: FinalAnswerParser, text: str | None, status: str) -> None:
+    result = parser.parse(text)
+    assert (result.label, result.status) == (None, status)
+
+
+def test_exact_and_json_methods(parser: FinalAnswerParser) -> None:
+    assert parser.parse(" POST_MI\n").method == "exact"
+    result = parser.parse('```json\n{"reasoning": "not NORMAL", "label": "NORMAL"}\n```')
+    assert (result.label, result.method) == ("NORMAL", "json")
+
+
+def test_adjective_use_of_a_label_word_is_not_a_verdict(parser: FinalAnswerParser) -> None:
+    text = "FINAL CLASSIFICATION: normal sinus rhythm with an old inferior MI"
+    assert parser.parse(text).label == "POST_MI"
+
+
+def test_parser_is_generic_over_label_sets() -> None:
+    labels = LabelSet(
+        labels=(
+            Label(name="PNEUMONIA", synonyms=("consolidation",)),
+            Label(name="NO_FINDING", synonyms=("normal chest x-ray",)),
+            Label(name="EFFUSION", synonyms=("pleural effusion",)),
+        )
+    )
+    parser = FinalAnswerParser(labels)
+    text = "Impression: no pleural effusion. Right lower lobe consolidation."
+    result = parser.parse(text)
+    assert (result.label, result.status) == ("PNEUMONIA", AnswerStatus.PARSED)
+
+
+def test_sole_mention_can_be_turned_off() -> None:
+    text = "ST elevation in V1-V4 with tombstoning; STEMI."
+    assert FinalAnswerParser(ECG_LABELS).parse(text).method == "sole-mention"
+    strict = FinalAnswerParser(ECG_LABELS, allow_sole_mention=False)
+    assert strict.parse(text).status is AnswerStatus.UNPARSEABLE
