@@ -104,6 +104,11 @@ DATASETS: Registry[Any] = Registry(
     "dataset",
     {
         "folder": "medbatch.datasets.folder:ImageFolderDataset",
+        "kaggle": "medbatch.datasets.kaggle:KaggleDataset",
+        "manifest": "medbatch.datasets.manifest:ManifestDataset",
+        "dicom": "medbatch.datasets.dicom:DicomDataset",
+        "synthetic-ecg": "medbatch.datasets.synthetic:SyntheticECGDataset",
+        "snowflake-stage": "medbatch.datasets.stage:SnowflakeStageDataset",
     },
     group="medbatch.datasets",
 )

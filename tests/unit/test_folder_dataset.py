@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from medbatch import ImageFolderDataset, get_task
 from medbatch.datasets.base import Dataset
@@ -12,9 +13,11 @@ from medbatch.testing.contracts import DatasetContract
 TASK = get_task("ecg")
 
 
-def _touch(path: Path, data: bytes = b"\x89PNG") -> None:
+def _touch(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data + path.name.encode())
+    # A real, distinct image per file, so validation finds nothing to report.
+    shade = sum(path.as_posix().encode()) % 256
+    Image.new("RGB", (40, 40), (shade, 255 - shade, len(path.name))).save(path, format="PNG")
 
 
 @pytest.fixture
@@ -22,7 +25,7 @@ def root(tmp_path: Path) -> Path:
     for folder in TASK.folder_map:
         for i in range(3):
             _touch(tmp_path / "ecg data" / folder / f"img({i}).jpg")
-    _touch(tmp_path / "ecg data" / "normal_ecg_images" / "notes.txt")
+    (tmp_path / "ecg data" / "normal_ecg_images" / "notes.txt").write_text("notes")
     _touch(tmp_path / "ecg data" / ".hidden" / "x.jpg")
     _touch(tmp_path / "ecg data" / "normal_ecg_images" / "nested" / "deep.png")
     return tmp_path

@@ -26,7 +26,9 @@ def test_bad_label_names_are_rejected() -> None:
 
 
 def test_options_text_lists_each_label_with_description() -> None:
-    labels = LabelSet.from_mapping({"NORMAL": "no findings", "PNEUMONIA": {"description": "opacity"}})
+    labels = LabelSet.from_mapping(
+        {"NORMAL": "no findings", "PNEUMONIA": {"description": "opacity"}}
+    )
     assert labels.options_text() == "- **NORMAL**: no findings\n- **PNEUMONIA**: opacity"
     assert labels.names == ("NORMAL", "PNEUMONIA")
     assert "NORMAL" in labels

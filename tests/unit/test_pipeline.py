@@ -10,11 +10,11 @@ from PIL import Image
 from medbatch import (
     AnswerStatus,
     ImageFolderDataset,
+    ImageRef,
     InferenceRequest,
     InferenceResponse,
     ListDataset,
     Record,
-    ImageRef,
     classify,
     get_task,
 )
@@ -72,7 +72,7 @@ def test_classify_joins_results_to_records(ecg_folder: Path, tmp_path: Path) -> 
     assert manifest["counts"]["records"] == 10
 
 
-class Crash(Exception):
+class CrashError(Exception):
     pass
 
 
@@ -84,14 +84,14 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(
 
     def crashing(request: InferenceRequest) -> str:
         if len(calls) == 5:
-            raise Crash("power cut")
+            raise CrashError("power cut")
         calls.append(request.record_id)
         return _oracle(request)
 
     # batch_size=1 with the crash escaping the runner simulates a killed process.
     runner = FunctionRunner(crashing, batch_size=1)
     runner._answer_batch = _no_isolation(runner)  # type: ignore[method-assign]
-    with pytest.raises(Crash):
+    with pytest.raises(CrashError):
         classify(_dataset(ecg_folder), TASK, runner, store=store)
     assert json.loads((store / "manifest.json").read_text())["status"] == "failed"
     first_calls = list(calls)
@@ -130,9 +130,7 @@ def test_resume_twice_changes_nothing(ecg_folder: Path, tmp_path: Path) -> None:
 def test_changing_the_prompt_reruns(ecg_folder: Path, tmp_path: Path) -> None:
     classify(_dataset(ecg_folder), TASK, FunctionRunner(_oracle), store=tmp_path / "r")
     runner = FunctionRunner(lambda r: "NORMAL")
-    classify(
-        _dataset(ecg_folder), TASK.with_prompt("direct-v1"), runner, store=tmp_path / "r"
-    )
+    classify(_dataset(ecg_folder), TASK.with_prompt("direct-v1"), runner, store=tmp_path / "r")
     assert len(runner.requests_seen) == 10
 
 
@@ -148,9 +146,7 @@ def test_retry_failed_redoes_only_errors(ecg_folder: Path, tmp_path: Path) -> No
     classify(_dataset(ecg_folder), TASK, plain, store=tmp_path / "r")
     assert plain.requests_seen == []  # errors are kept unless asked to retry
     retry = FunctionRunner(_oracle)
-    result = classify(
-        _dataset(ecg_folder), TASK, retry, store=tmp_path / "r", retry_failed=True
-    )
+    result = classify(_dataset(ecg_folder), TASK, retry, store=tmp_path / "r", retry_failed=True)
     assert sorted(r.record_id for r in retry.requests_seen) == sorted(
         rid for rid in result.predictions["record_id"] if rid.startswith("post")
     )

@@ -36,7 +36,7 @@ def test_sha256_of_file_and_bytes_agree(tmp_path: Path) -> None:
 
 def test_image_ref_is_lazy_and_missing_files_fail_on_use(tmp_path: Path) -> None:
     ref = ImageRef.from_path(tmp_path / "missing.jpg")  # constructing reads nothing
-    with pytest.raises(ImageLoadError, match="missing.jpg"):
+    with pytest.raises(ImageLoadError, match=r"missing\.jpg"):
         _ = ref.sha256
 
 

@@ -65,9 +65,7 @@ def test_unwritable_directory_is_a_clear_error(tmp_path: Path) -> None:
     text=st.one_of(st.none(), st.text(max_size=200)),
     scores=st.one_of(
         st.none(),
-        st.dictionaries(
-            st.sampled_from(["A", "B"]), st.floats(0, 1, allow_nan=False), min_size=1
-        ),
+        st.dictionaries(st.sampled_from(["A", "B"]), st.floats(0, 1, allow_nan=False), min_size=1),
     ),
     metadata=st.dictionaries(st.text(max_size=10), st.integers() | st.text(max_size=10)),
 )

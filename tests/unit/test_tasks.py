@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from medbatch import ChatPromptTemplate, Label, LabelSet, Record, ImageRef, get_task, list_tasks
+from medbatch import ChatPromptTemplate, ImageRef, Label, LabelSet, Record, get_task, list_tasks
 from medbatch.errors import UnknownNameError
 from medbatch.parsing.answer import FinalAnswerParser
 from medbatch.tasks import Task, register_task

@@ -18,7 +18,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from medbatch.errors import ImageLoadError
 from medbatch.labels import LabelSet
 from medbatch.records import Record, RecordError
 
@@ -61,30 +60,15 @@ class Dataset(ABC):
     def validate(self) -> list[RecordError]:
         """Pre-flight checks before anything is uploaded or run.
 
-        The default checks duplicate ids, labels outside `labels`, and that each local
-        image can be read. Each problem names its record; an empty list means clean.
+        Unreadable, truncated, empty or non-image files, decompression bombs, extreme sizes,
+        unknown labels, duplicate ids, copies of the same image and copies with conflicting
+        labels. Each problem names its record; an empty list means clean. For the full
+        report (counts per class, a table for the terminal) use
+        `medbatch.datasets.validation.validate_dataset`.
         """
-        problems: list[RecordError] = []
-        seen: set[str] = set()
-        for record in self:
-            if record.id in seen:
-                problems.append(_problem(record, "duplicate_id", "duplicate record id"))
-            seen.add(record.id)
-            labels = self.labels
-            if labels is not None and record.label is not None and record.label not in labels:
-                problems.append(
-                    _problem(
-                        record,
-                        "unknown_label",
-                        f"label {record.label!r} is not one of {', '.join(labels.names)}",
-                    )
-                )
-            if record.image.kind in ("path", "bytes"):
-                try:
-                    _ = record.image.sha256
-                except ImageLoadError as exc:
-                    problems.append(_problem(record, "image_error", str(exc)))
-        return problems
+        from medbatch.datasets.validation import validate_dataset
+
+        return validate_dataset(self, labels=self.labels).record_errors()
 
     def fingerprint(self) -> str:
         """A hash of the ids, labels and image locations, for the run manifest."""
@@ -116,10 +100,6 @@ class Dataset(ABC):
             indices = by_label[label]
             chosen.update(rng.sample(indices, min(n_per_class, len(indices))))
         return ListDataset([records[i] for i in sorted(chosen)], labels=self.labels)
-
-
-def _problem(record: Record, kind: str, message: str) -> RecordError:
-    return RecordError(record_id=record.id, kind=kind, message=message, retryable=False)
 
 
 class ListDataset(Dataset):

@@ -1,0 +1,103 @@
+"""Data commands: validate a run before paying for it, generate synthetic ECGs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from medbatch.cli.app import app, console, handle_errors
+
+__all__: list[str] = []
+
+# Characters per token of English clinical prose for common tokenizers; good enough for a
+# budget estimate, and the report says it is an estimate.
+_CHARS_PER_TOKEN = 4.0
+
+
+@app.command("validate")
+@handle_errors
+def validate_command(
+    config: Path = typer.Argument(..., help="Run configuration (TOML)."),
+    decode: bool = typer.Option(
+        True, "--decode/--headers-only", help="Decode every image (catches truncated files)."
+    ),
+    near_duplicates: bool = typer.Option(
+        False, "--near-duplicates", help="Also look for re-encoded or resized copies."
+    ),
+) -> None:
+    """Pre-flight a run: counts per class, bad files, duplicates, token estimate, job plan.
+
+    Nothing is uploaded or run. Exits with code 1 when a record would fail.
+
+    Example: medbatch validate examples/skin_lesion_config.toml
+    """
+    from medbatch.config import load_config
+    from medbatch.datasets.validation import validate_dataset
+    from medbatch.profiles import profile_for
+
+    run_config = load_config(config)
+    task = run_config.build_task()
+    dataset = run_config.build_dataset(task)
+    report = validate_dataset(
+        dataset, labels=task.labels, decode=decode, near_duplicates=near_duplicates
+    )
+    console.print(report.to_table())
+    runner = run_config.build_runner()
+    profile = profile_for(runner.model_id)
+    prompt = task.for_constrained_decoding().prompt if run_config.constrained else task.prompt
+    text = " ".join(str(value) for value in prompt.definition().values() if value)
+    text_tokens = round(len(text) / _CHARS_PER_TOKEN)
+    image_tokens = profile.image_tokens or 0
+    params = run_config.params or task.params
+    n = report.total
+    plan = Table(title="Run plan (estimates)", header_style="bold")
+    plan.add_column("item")
+    plan.add_column("value", justify="right")
+    plan.add_row("records", str(n))
+    plan.add_row("runner", f"{runner.name} · {runner.model_id}")
+    plan.add_row("profile", profile.name)
+    plan.add_row("prompt tokens / image (text + image)", f"~{text_tokens} + {image_tokens}")
+    plan.add_row("prompt tokens total", f"~{n * (text_tokens + image_tokens):,}")
+    plan.add_row("max new tokens total", f"{n * params.max_tokens:,}")
+    describe_plan = getattr(runner, "plan", None)
+    if callable(describe_plan):
+        for key, value in describe_plan(n).items():
+            plan.add_row(str(key), str(value))
+    console.print(plan)
+    console.print(report.summary())
+    if not report.ok:
+        raise typer.Exit(code=1)
+
+
+@app.command("synth-ecg")
+@handle_errors
+def synth_ecg_command(
+    out_dir: Path = typer.Argument(..., help="Folder to write the synthetic dataset into."),
+    n: int = typer.Option(40, "-n", help="Number of pages (split evenly over the 4 classes)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same pages."),
+    width: int = typer.Option(2213, "--width", help="Page width in pixels (Kaggle: 2213)."),
+    height: int = typer.Option(1572, "--height", help="Page height in pixels (Kaggle: 1572)."),
+    layout: str = typer.Option("kaggle", "--layout", help="'kaggle' folder layout or 'flat'."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder."),
+) -> None:
+    """Write synthetic 12-lead paper ECGs in the Kaggle folder layout (not clinical data).
+
+    Example: medbatch synth-ecg data/synthetic-ecg -n 40 --seed 1
+    """
+    from typing import Literal, cast
+
+    from medbatch.datasets.synthetic import write_synthetic_ecg_dataset
+
+    if layout not in ("kaggle", "flat"):
+        raise typer.BadParameter("layout must be 'kaggle' or 'flat'", param_hint="--layout")
+    root = write_synthetic_ecg_dataset(
+        out_dir,
+        n,
+        seed=seed,
+        layout=cast(Literal["kaggle", "flat"], layout),
+        size=(width, height),
+        overwrite=overwrite,
+    )
+    console.print(f"Wrote {n} synthetic ECG pages to [bold]{root}[/] (not clinical data).")

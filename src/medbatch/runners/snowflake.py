@@ -1,0 +1,514 @@
+"""`SnowflakeBatchRunner`: one `ModelVersion.run_batch` job per batch, on a GPU compute pool.
+
+```
+requests ─▶ local images ─1 LS + 1 PUT/folder─▶ @IMAGE_STAGE (content-addressed)
+         ─▶ rows (MEDBATCH_RECORD_ID, MESSAGES json) ─▶ run_batch(job_name=MEDBATCH_…)
+         ─▶ state() = {job name, output}  ── persisted at once: a restart re-attaches
+         ─▶ wait (rich status) ─ DONE ─▶ output parquet ─join on id─▶ responses
+                               └ FAILED/timeout ─▶ log tail; every record an error
+```
+
+Works with snowflake-ml-python 1.27+ and 2.x (see `medbatch.snowflake.api`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib
+import json
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from medbatch.records import ImageRef, InferenceRequest, InferenceResponse, LabelConstraint
+from medbatch.runners.base import BatchRunner, RunnerCapabilities, RunnerConfig
+from medbatch.snowflake import SnowflakeJobError
+from medbatch.snowflake.api import (
+    ApiVersion,
+    JobOptions,
+    SpecClasses,
+    build_run_batch_kwargs,
+    detect_api,
+    function_signature,
+    plan_params,
+)
+from medbatch.snowflake.identifiers import StageLocation, validate_identifier
+from medbatch.snowflake.results import RECORD_ID_COLUMN, read_results
+from medbatch.snowflake.session import get_session
+from medbatch.snowflake.stage import StageUploader
+
+__all__ = ["SnowflakeBatchRunner", "SnowflakeBatchRunnerConfig"]
+
+logger = logging.getLogger(__name__)
+
+MESSAGES_COLUMN = "MESSAGES"
+TERMINAL_STATUSES = frozenset({"DONE", "FAILED", "CANCELLED", "INTERNAL_ERROR", "DELETED"})
+
+
+def _response_format(constraint: LabelConstraint) -> dict[str, Any]:
+    # The constraints module (shared by every back-end) owns the translation; fall back to
+    # the OpenAI json_schema shape the stock signatures declare if it is not installed yet.
+    try:
+        module = importlib.import_module("medbatch.constraints")
+    except ImportError:
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": "label", "schema": constraint.json_schema(), "strict": True},
+        }
+    return dict(module.to_snowflake_response_format(constraint))
+
+
+class SnowflakeBatchRunnerConfig(RunnerConfig):
+    """Settings of `SnowflakeBatchRunner` (`[runner] kind = "snowflake"`).
+
+    Defaults suit a 4B vision-language model (MedGemma 4B) on one GPU per replica.
+    """
+
+    database: str = Field(description="Database of the model registry and the stages.")
+    schema_name: str = Field(default="PUBLIC", description="Schema of the registry and stages.")
+    model: str = Field(description="Registered model name, e.g. MEDGEMMA_4B_IT.")
+    version: str = Field(description="Model version name.")
+    compute_pool: str = Field(description="GPU compute pool that runs the job.")
+    connection_name: str | None = Field(
+        default=None, description="Connection in ~/.snowflake/connections.toml (else env/notebook)."
+    )
+    function_name: str | None = Field(
+        default=None, description="Model function to call; needed only if it has several."
+    )
+    image_stage: str = Field(
+        default="MEDBATCH_IMAGES", description="Stage that local images are uploaded to."
+    )
+    image_path: str = Field(default="images", description="Folder for uploads in image_stage.")
+    output_stage: str = Field(default="MEDBATCH_OUTPUT", description="Stage for job output.")
+    output_path: str = Field(default="results", description="Folder for results in output_stage.")
+    create_stages: bool = Field(
+        default=True, description="CREATE STAGE IF NOT EXISTS (SSE, directory table) at start."
+    )
+    gpus_per_replica: int | None = Field(
+        default=1, ge=0, description="GPUs per job node; None or 0 runs on CPU."
+    )
+    replicas: int = Field(default=1, ge=1, description="Job nodes working in parallel.")
+    num_workers: int | None = Field(
+        default=1, ge=1, description="Inference workers per node (1 per GPU for vLLM)."
+    )
+    max_batch_rows: int | None = Field(
+        default=64, ge=1, description="Rows per inference batch handed to the engine."
+    )
+    cpu_requests: str | None = Field(default=None, description="CPU per node, e.g. '8'.")
+    memory_requests: str | None = Field(default=None, description="Memory per node, e.g. '32Gi'.")
+    warehouse: str | None = Field(
+        default=None, description="Warehouse for the input copy (1.x only; else the session's)."
+    )
+    engine: Literal["vllm"] | None = Field(
+        default="vllm", description="Inference engine; None uses the model's default server."
+    )
+    engine_args: tuple[str, ...] = Field(
+        default=("--max-model-len=8192", "--gpu-memory-utilization=0.9"),
+        description="Extra vLLM arguments (prompt + one image + 1k answer fit 8k tokens).",
+    )
+    upload_parallel: int = Field(default=8, ge=1, le=99, description="Threads per PUT.")
+    chunk_rows: int = Field(
+        default=20_000, ge=1, description="Input rows sent per chunk when building the table."
+    )
+    max_records_per_job: int | None = Field(
+        default=None, ge=1, description="Split larger runs into several jobs (None: one job)."
+    )
+    poll_interval_s: float = Field(default=15.0, gt=0, description="Seconds between polls.")
+    timeout_s: float | None = Field(
+        default=6 * 3600.0, gt=0, description="Cancel the job after this long (None: never)."
+    )
+    log_tail_lines: int = Field(default=60, ge=1, description="Log lines shown on failure.")
+    detach_on_interrupt: bool = Field(
+        default=False,
+        description="On Ctrl-C leave the job running (resume re-attaches) instead of cancelling.",
+    )
+    progress: bool = Field(default=True, description="Show a live job-status line.")
+
+
+class SnowflakeBatchRunner(BatchRunner):
+    """Classify with a model from the Snowflake Model Registry via `run_batch`.
+
+    Args:
+        session: A Snowpark session to use (else built from `connection_name`/env/notebook).
+        model_version: A `ModelVersion` to use (else looked up in the registry at `start`).
+        specs: Spec classes to build the call with (default: the installed package's).
+        job_getter: `(job_id, session) -> job` for re-attaching (default
+            `snowflake.ml.jobs.get_job`).
+        sleep, clock: Time functions (seams for tests).
+        **settings: Fields of `SnowflakeBatchRunnerConfig`.
+
+    Raises:
+        SnowflakeIdentifierError: A name is not a plain identifier (before any SQL runs).
+
+    Example:
+        >>> runner = SnowflakeBatchRunner(database="MEDGEMMA_DEMO", model="MEDGEMMA_4B_IT",
+        ...     version="V1", compute_pool="MEDGEMMA_COMPUTE_POOL")
+        >>> with runner:
+        ...     responses = list(runner.run(requests))
+    """
+
+    name: ClassVar[str] = "snowflake"
+    config_class: ClassVar[type[RunnerConfig] | None] = SnowflakeBatchRunnerConfig
+    batch_size: int | None = None
+    capabilities = RunnerCapabilities(
+        batching=True,
+        constrained_decoding=True,
+        image_inputs=frozenset({"bytes", "url", "stage"}),
+        expensive=True,
+    )
+
+    def __init__(
+        self,
+        *,
+        session: Any | None = None,
+        model_version: Any | None = None,
+        specs: SpecClasses | None = None,
+        job_getter: Callable[[str, Any], Any] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        **settings: Any,
+    ) -> None:
+        self.config = SnowflakeBatchRunnerConfig(**settings)
+        cfg = self.config
+        for value, what in (
+            (cfg.database, "database"),
+            (cfg.schema_name, "schema"),
+            (cfg.model, "model"),
+            (cfg.version, "model version"),
+            (cfg.compute_pool, "compute pool"),
+            (cfg.image_stage, "image stage"),
+            (cfg.output_stage, "output stage"),
+        ):
+            validate_identifier(value, what)
+        for optional, what in ((cfg.warehouse, "warehouse"), (cfg.function_name, "function")):
+            if optional is not None:
+                validate_identifier(optional, what)
+        namespace = f"{cfg.database}.{cfg.schema_name}"
+        self.image_location = StageLocation(f"{namespace}.{cfg.image_stage}", cfg.image_path)
+        self.output_location = StageLocation(f"{namespace}.{cfg.output_stage}", cfg.output_path)
+        self.model_id = f"snowflake:{namespace}.{cfg.model}/{cfg.version}"
+        self.batch_size = cfg.max_records_per_job
+        self._session = session
+        self._model_version = model_version
+        self._specs = specs
+        self._job_getter = job_getter
+        self._sleep = sleep
+        self._clock = clock
+        self._api: ApiVersion | None = None
+        self._jobs: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def from_config(cls, config: RunnerConfig) -> SnowflakeBatchRunner:
+        """Build from a `SnowflakeBatchRunnerConfig`."""
+        return cls(**config.model_dump())
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def session(self) -> Any:
+        """The Snowpark session (opened on first use)."""
+        if self._session is None:
+            self._session = get_session(connection_name=self.config.connection_name)
+        return self._session
+
+    def start(self) -> None:
+        """Open the session, find the model version, detect the API, create the stages."""
+        if self._api is not None:
+            return
+        if self._model_version is None:
+            self._model_version = self._lookup_model_version()
+        self._api = detect_api(type(self._model_version).run_batch)
+        if self._specs is None:
+            self._specs = SpecClasses.installed()
+        if self.config.create_stages:
+            for location in (self.image_location, self.output_location):
+                StageUploader(self.session, location).ensure_stage()
+
+    def _lookup_model_version(self) -> Any:
+        from snowflake.ml.registry import Registry
+
+        cfg = self.config
+        try:
+            registry = Registry(
+                session=self.session, database_name=cfg.database, schema_name=cfg.schema_name
+            )
+            return registry.get_model(cfg.model).version(cfg.version)
+        except Exception as exc:
+            raise SnowflakeJobError(
+                f"cannot load model {cfg.model} version {cfg.version} from the registry in "
+                f"{cfg.database}.{cfg.schema_name}: {exc}"
+            ) from exc
+
+    def describe(self) -> dict[str, Any]:
+        """Runner facts for the manifest (no credentials live in the config)."""
+        return {**super().describe(), "api": self._api, **self.config.model_dump(mode="json")}
+
+    def state(self) -> dict[str, Any]:
+        """`{"jobs": {batch key: {job_name, job_id, output, api, status}}}`."""
+        return {"jobs": {key: dict(value) for key, value in self._jobs.items()}}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Re-attach to the jobs of an interrupted run instead of submitting new ones."""
+        self._jobs = {key: dict(value) for key, value in state.get("jobs", {}).items()}
+
+    # -- one batch = one job per distinct (params, constraint) ------------------------------
+
+    def _run_batch(self, requests: Sequence[InferenceRequest]) -> Iterable[InferenceResponse]:
+        self.start()
+        groups: dict[str, list[InferenceRequest]] = defaultdict(list)
+        for request in requests:
+            key = request.params.model_dump_json() + (
+                request.constraint.model_dump_json() if request.constraint else ""
+            )
+            groups[key].append(request)
+        for group in groups.values():
+            yield from self._run_job(group)
+
+    def _batch_key(self, requests: Sequence[InferenceRequest]) -> str:
+        digest = hashlib.sha256(self.model_id.encode())
+        digest.update(requests[0].params.model_dump_json().encode())
+        for request in sorted(requests, key=lambda r: r.record_id):
+            # Ids, prompts and image contents: the same work gives the same key on resume.
+            images = ",".join(image.sha256 for image in request.images)
+            texts = "\0".join(message.text_content for message in request.messages)
+            digest.update(f"{request.record_id}\0{images}\0{texts}\n".encode())
+        return digest.hexdigest()[:16]
+
+    def _run_job(self, requests: Sequence[InferenceRequest]) -> Iterator[InferenceResponse]:
+        key = self._batch_key(requests)
+        entry = self._jobs.get(key)
+        if entry and entry.get("job_id"):
+            logger.info("re-attaching to Snowflake job %s", entry["job_id"])
+            job = self._get_job(entry["job_id"])
+        else:
+            entry, job = self._submit(key, requests)
+        ids = [r.record_id for r in requests]
+        status = entry.get("status")
+        if status not in TERMINAL_STATUSES:
+            status = self._wait(job, entry, len(ids))
+        if status != "DONE":
+            yield from self._fail_all(job, entry, ids, status)
+            return
+        yield from read_results(
+            self.session, StageLocation.parse(entry["results"]), ids, job=entry["job_name"]
+        )
+
+    def _submit(self, key: str, requests: Sequence[InferenceRequest]) -> tuple[dict[str, Any], Any]:
+        cfg = self.config
+        model_version = self._model_version
+        if self._api is None or self._specs is None or model_version is None:
+            raise SnowflakeJobError("SnowflakeBatchRunner.start() did not run")
+        signature = function_signature(model_version, cfg.function_name)
+        first = requests[0]
+        response_format = None
+        if first.constraint is not None:
+            response_format = _response_format(first.constraint)
+        plan = plan_params(first.params, signature, response_format=response_format)
+        frame = self._input_frame(requests, plan.columns, key)
+        job_name = f"MEDBATCH_{key.upper()}_{uuid.uuid4().hex[:8].upper()}"
+        if self._api == "1.x":
+            # 1.x writes straight into stage_location (OVERWRITE clears it): one folder per job.
+            output = self.output_location.child(job_name).url
+            results = output
+        else:
+            # 2.x writes under <stage_location>/<job_name>/ itself.
+            output = self.output_location.url
+            results = self.output_location.child(job_name).url
+        options = JobOptions(
+            compute_pool=cfg.compute_pool,
+            output_location=output,
+            params=plan.params,
+            job_name=job_name,
+            function_name=cfg.function_name,
+            gpu_requests=str(cfg.gpus_per_replica) if cfg.gpus_per_replica else None,
+            cpu_requests=cfg.cpu_requests,
+            memory_requests=cfg.memory_requests,
+            replicas=cfg.replicas,
+            num_workers=cfg.num_workers,
+            max_batch_rows=cfg.max_batch_rows,
+            warehouse=cfg.warehouse,
+            engine=cfg.engine,
+            engine_args=cfg.engine_args,
+        )
+        kwargs = build_run_batch_kwargs(self._api, frame, options, self._specs)
+        entry: dict[str, Any] = {
+            "job_name": job_name,
+            "job_id": None,
+            "results": results,
+            "api": self._api,
+            "status": "SUBMITTING",
+            "records": len(requests),
+        }
+        self._jobs[key] = entry
+        self._notify_state()
+        try:
+            job = model_version.run_batch(**kwargs)
+        except Exception as exc:
+            del self._jobs[key]
+            self._notify_state()
+            raise SnowflakeJobError(f"run_batch did not start job {job_name}: {exc}") from exc
+        entry["job_id"] = str(getattr(job, "id", job_name))
+        entry["status"] = "PENDING"
+        self._notify_state()
+        logger.info("submitted Snowflake job %s for %d records", entry["job_id"], len(requests))
+        return entry, job
+
+    def _get_job(self, job_id: str) -> Any:
+        getter = self._job_getter
+        if getter is None:
+            from snowflake.ml.jobs import get_job
+
+            def getter(job_id: str, session: Any) -> Any:
+                return get_job(job_id, session=session)
+
+        try:
+            return getter(job_id, self.session)
+        except Exception as exc:
+            raise SnowflakeJobError(f"cannot re-attach to Snowflake job {job_id}: {exc}") from exc
+
+    # -- input rows ------------------------------------------------------------------------
+
+    def _input_frame(
+        self, requests: Sequence[InferenceRequest], columns: dict[str, Any], key: str
+    ) -> Any:
+        local = sorted({image.path for r in requests for image in r.images if image.path})
+        uploaded: dict[Path, str] = {}
+        if local:
+            uploader = StageUploader(
+                self.session, self.image_location, parallel=self.config.upload_parallel
+            )
+            uploaded = uploader.upload((path, "") for path in local).stage_paths
+
+        def image_url(ref: ImageRef) -> str:
+            if ref.stage_path is not None:
+                return ref.stage_path
+            if ref.url is not None:
+                return ref.url
+            if ref.path is not None:
+                return uploaded[ref.path]
+            encoded = base64.b64encode(ref.read_bytes()).decode()
+            return f"data:{ref.resolved_media_type};base64,{encoded}"
+
+        extra = [
+            (name.upper(), json.dumps(value) if isinstance(value, list) else value)
+            for name, value in columns.items()
+        ]
+        schema = [RECORD_ID_COLUMN, MESSAGES_COLUMN, *[name for name, _ in extra]]
+        rows = (
+            (
+                r.record_id,
+                json.dumps([m.to_openai(image_url=image_url) for m in r.messages]),
+                *[value for _, value in extra],
+            )
+            for r in requests
+        )
+        return self._dataframe(rows, schema, len(requests), key)
+
+    def _dataframe(
+        self, rows: Iterable[tuple[Any, ...]], schema: list[str], n: int, key: str
+    ) -> Any:
+        size = self.config.chunk_rows
+        if n <= size:
+            return self.session.create_dataframe(list(rows), schema=schema)
+        # 100k+ rows: append chunks to a temporary table so no single statement (or local
+        # list) has to hold every prompt at once.
+        table = f"MEDBATCH_INPUT_{key.upper()}"
+        chunk: list[tuple[Any, ...]] = []
+        first = True
+        for row in rows:
+            chunk.append(row)
+            if len(chunk) == size:
+                self._append(chunk, schema, table, first)
+                chunk, first = [], False
+        if chunk:
+            self._append(chunk, schema, table, first)
+        return self.session.table(table)
+
+    def _append(
+        self, chunk: list[tuple[Any, ...]], schema: list[str], table: str, first: bool
+    ) -> None:
+        frame = self.session.create_dataframe(chunk, schema=schema)
+        frame.write.save_as_table(
+            table, mode="overwrite" if first else "append", table_type="temporary"
+        )
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def _wait(self, job: Any, entry: dict[str, Any], n_records: int) -> str:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        cfg = self.config
+        started = self._clock()
+        name = entry["job_name"]
+        progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            transient=True,
+            disable=not cfg.progress,
+        )
+        try:
+            with progress:
+                task = progress.add_task(f"Snowflake job {name}: submitted", total=None)
+                while True:
+                    try:
+                        status = str(job.status)
+                    except Exception as exc:
+                        raise SnowflakeJobError(
+                            f"lost track of Snowflake job {name} ({type(exc).__name__}: {exc}); "
+                            "it keeps running: resume the run to re-attach to it"
+                        ) from exc
+                    progress.update(
+                        task, description=f"Snowflake job {name}: {status} ({n_records} records)"
+                    )
+                    if status != entry.get("status"):
+                        logger.info("Snowflake job %s: %s", name, status)
+                        entry["status"] = status
+                        self._notify_state()
+                    if status in TERMINAL_STATUSES:
+                        return status
+                    if cfg.timeout_s is not None and self._clock() - started > cfg.timeout_s:
+                        self._cancel(job, name, f"timeout after {cfg.timeout_s:.0f}s")
+                        entry["status"] = "TIMEOUT"
+                        self._notify_state()
+                        return "TIMEOUT"
+                    self._sleep(cfg.poll_interval_s)
+        except KeyboardInterrupt:
+            if cfg.detach_on_interrupt:
+                logger.warning("left Snowflake job %s running; resume to re-attach", name)
+            else:
+                self._cancel(job, name, "interrupted")
+                entry["status"] = "CANCELLED"
+                self._notify_state()
+            raise
+
+    def _cancel(self, job: Any, name: str, why: str) -> None:
+        logger.warning("cancelling Snowflake job %s (%s)", name, why)
+        try:
+            job.cancel()
+        except Exception as exc:
+            logger.error("could not cancel Snowflake job %s: %s; cancel it by hand", name, exc)
+
+    def _fail_all(
+        self, job: Any, entry: dict[str, Any], ids: Sequence[str], status: str
+    ) -> Iterator[InferenceResponse]:
+        name = entry["job_name"]
+        try:
+            logs = str(job.get_logs(limit=self.config.log_tail_lines))
+        except Exception as exc:
+            logs = f"(logs unavailable: {type(exc).__name__}: {exc})"
+        tail = "\n".join(logs.splitlines()[-self.config.log_tail_lines :])
+        logger.error("Snowflake job %s ended %s; last log lines:\n%s", name, status, tail)
+        message = f"Snowflake job {name} ended {status}. Last log lines:\n{tail[-4000:]}"
+        kind = "timeout" if status == "TIMEOUT" else "job_failed"
+        for record_id in ids:
+            yield InferenceResponse.failure(
+                record_id, kind, message, metadata={"snowflake_job": name}
+            )

@@ -1,0 +1,346 @@
+"""The seam to `ModelVersion.run_batch`, for snowflake-ml-python 1.x and 2.x.
+
+The two major versions take the same job in different shapes (read from the packages'
+sources, not their docs):
+
+```
+                     1.x (1.27)                              2.x (2.6)
+spec classes         snowflake.ml.model                      snowflake.ml.model.batch_inference
+GPUs, CPU, memory    job_spec=JobSpec(gpu_requests=...)      resources_spec=ResourcesSpec(...)
+workers, batch rows  JobSpec(num_workers, max_batch_rows)    inference_spec=InferenceSpec(...)
+vLLM                 inference_engine_options={"engine":..}  InferenceSpec(engine_options=...)
+job name, replicas   JobSpec(job_name, replicas)             job_name=, replicas= keywords
+results folder       <stage_location>                        <stage_location>/<job_name>/
+input copy           <stage_location>/_temporary/            <stage_location>/_snowflake_temporary/
+unknown spec fields  accepted silently                       rejected (extra="forbid")
+params checked       client-side (validate_params)           server-side
+```
+
+Which one is installed is decided from the real `run_batch` signature (`detect_api`), never
+from a version string. Generation parameters are translated to the names the model
+function's signature declares: the stock OpenAI chat signatures take
+`max_completion_tokens`, not `max_tokens`, and 1.x rejects unknown names client-side.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Literal
+
+from medbatch.errors import MissingDependencyError
+from medbatch.records import GenerationParams
+from medbatch.snowflake import SnowflakeJobError, SnowflakeParamsError
+
+__all__ = [
+    "ApiVersion",
+    "JobOptions",
+    "ParamPlan",
+    "SpecClasses",
+    "build_run_batch_kwargs",
+    "detect_api",
+    "function_signature",
+    "plan_params",
+]
+
+logger = logging.getLogger(__name__)
+
+ApiVersion = Literal["1.x", "2.x"]
+
+MAX_TOKENS_NAMES = ("max_completion_tokens", "max_tokens", "max_new_tokens")
+"""Names a signature may use for the answer length, in order of preference."""
+
+
+def detect_api(run_batch: Callable[..., Any] | inspect.Signature) -> ApiVersion:
+    """Tell 1.x from 2.x by the parameters of the real `ModelVersion.run_batch`.
+
+    Raises:
+        SnowflakeJobError: The signature matches neither (an unsupported release).
+    """
+    signature = (
+        run_batch if isinstance(run_batch, inspect.Signature) else inspect.signature(run_batch)
+    )
+    names = set(signature.parameters)
+    if "job_spec" in names:
+        return "1.x"
+    if {"resources_spec", "inference_spec"} <= names:
+        return "2.x"
+    raise SnowflakeJobError(
+        f"unsupported ModelVersion.run_batch{signature}: medbatch supports "
+        "snowflake-ml-python 1.27+ (job_spec=) and 2.x (resources_spec=, inference_spec=)"
+    )
+
+
+@dataclass(frozen=True)
+class SpecClasses:
+    """The spec classes `run_batch` expects, taken from wherever the package defines them."""
+
+    InputSpec: Any
+    OutputSpec: Any
+    SaveMode: Any
+    InferenceEngine: Any
+    JobSpec: Any = None
+    ResourcesSpec: Any = None
+    InferenceSpec: Any = None
+    EngineOptions: Any = None
+    ImageBuildSpec: Any = None
+
+    @classmethod
+    def from_modules(cls, specs: ModuleType, engine: ModuleType) -> SpecClasses:
+        """Collect the classes from a specs module and `inference_engine` module."""
+        return cls(
+            InputSpec=specs.InputSpec,
+            OutputSpec=specs.OutputSpec,
+            SaveMode=specs.SaveMode,
+            InferenceEngine=engine.InferenceEngine,
+            JobSpec=getattr(specs, "JobSpec", None),
+            ResourcesSpec=getattr(specs, "ResourcesSpec", None),
+            InferenceSpec=getattr(specs, "InferenceSpec", None),
+            EngineOptions=getattr(specs, "EngineOptions", None),
+            ImageBuildSpec=getattr(specs, "ImageBuildSpec", None),
+        )
+
+    @classmethod
+    def installed(cls) -> SpecClasses:
+        """The classes of the installed snowflake-ml-python (2.x module first, then 1.x).
+
+        Raises:
+            MissingDependencyError: snowflake-ml-python is not installed.
+        """
+        import importlib
+
+        try:
+            engine = importlib.import_module("snowflake.ml.model.inference_engine")
+        except ImportError as exc:
+            raise MissingDependencyError(
+                "SnowflakeBatchRunner", "snowflake-ml-python", "snowflake"
+            ) from exc
+        try:
+            specs = importlib.import_module("snowflake.ml.model.batch_inference")
+        except ImportError:
+            specs = importlib.import_module("snowflake.ml.model")
+        return cls.from_modules(specs, engine)
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Everything about one job except its input rows; None leaves the SDK default.
+
+    Attributes:
+        compute_pool: GPU compute pool name.
+        output_location: `@STAGE/path/` the results go under.
+        params: Model-function parameters (see `plan_params`).
+        job_name: Our name for the job, so a restarted run can re-attach to it.
+        gpu_requests: GPUs per replica (`"1"`).
+        replicas: Job nodes.
+        num_workers: Inference workers per node.
+        max_batch_rows: Rows per inference batch.
+        engine: `vllm` or None for the model's default server.
+        engine_args: Extra vLLM command-line arguments.
+    """
+
+    compute_pool: str
+    output_location: str
+    params: Mapping[str, Any] | None = None
+    job_name: str | None = None
+    function_name: str | None = None
+    gpu_requests: str | None = "1"
+    cpu_requests: str | None = None
+    memory_requests: str | None = None
+    replicas: int | None = None
+    num_workers: int | None = None
+    max_batch_rows: int | None = None
+    warehouse: str | None = None
+    engine: str | None = "vllm"
+    engine_args: Sequence[str] = field(default_factory=tuple)
+    image_repo: str | None = None
+    force_rebuild: bool = False
+    overwrite: bool = True
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    # Only pass what was set, so every unset field keeps the installed SDK's own default.
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def build_run_batch_kwargs(
+    api: ApiVersion, frame: Any, options: JobOptions, specs: SpecClasses
+) -> dict[str, Any]:
+    """The keyword arguments of one `mv.run_batch(**kwargs)` call.
+
+    Example:
+        >>> kwargs = build_run_batch_kwargs("1.x", df, JobOptions("POOL", "@S/out/"), specs)
+        >>> job = mv.run_batch(**kwargs)
+    """
+    mode = specs.SaveMode.OVERWRITE if options.overwrite else specs.SaveMode.ERROR
+    output_spec = specs.OutputSpec(stage_location=options.output_location, mode=mode)
+    input_spec = specs.InputSpec(**_given(params=dict(options.params) if options.params else None))
+    engine = specs.InferenceEngine(options.engine) if options.engine else None
+    kwargs: dict[str, Any] = {"compute_pool": options.compute_pool, "X": frame}
+    if api == "1.x":
+        kwargs["input_spec"] = input_spec
+        kwargs["output_spec"] = output_spec
+        kwargs["job_spec"] = specs.JobSpec(
+            **_given(
+                job_name=options.job_name,
+                function_name=options.function_name,
+                gpu_requests=options.gpu_requests,
+                cpu_requests=options.cpu_requests,
+                memory_requests=options.memory_requests,
+                replicas=options.replicas,
+                num_workers=options.num_workers,
+                max_batch_rows=options.max_batch_rows,
+                warehouse=options.warehouse,
+                image_repo=options.image_repo,
+                force_rebuild=options.force_rebuild or None,
+            )
+        )
+        if engine is not None:
+            kwargs["inference_engine_options"] = {
+                "engine": engine,
+                "engine_args_override": list(options.engine_args),
+            }
+        return kwargs
+    # 2.x: the warehouse is no longer a job setting (the session's is used for the input copy).
+    kwargs["output_spec"] = output_spec
+    kwargs["input_spec"] = input_spec
+    resources = _given(
+        gpu_requests=options.gpu_requests,
+        cpu_requests=options.cpu_requests,
+        memory_requests=options.memory_requests,
+    )
+    if resources:
+        kwargs["resources_spec"] = specs.ResourcesSpec(**resources)
+    engine_options = (
+        specs.EngineOptions(engine=engine, engine_args_override=list(options.engine_args))
+        if engine is not None
+        else None
+    )
+    inference = _given(
+        num_workers=options.num_workers,
+        max_batch_rows=options.max_batch_rows,
+        engine_options=engine_options,
+    )
+    if inference:
+        kwargs["inference_spec"] = specs.InferenceSpec(**inference)
+    if options.image_repo or options.force_rebuild:
+        kwargs["image_build_spec"] = specs.ImageBuildSpec(
+            **_given(image_repo=options.image_repo, force_rebuild=options.force_rebuild)
+        )
+    kwargs.update(
+        _given(
+            function_name=options.function_name,
+            job_name=options.job_name,
+            replicas=options.replicas,
+        )
+    )
+    return kwargs
+
+
+def function_signature(model_version: Any, function_name: str | None = None) -> Any:
+    """The `ModelSignature` of the function `run_batch` will call.
+
+    Raises:
+        SnowflakeParamsError: The model has several functions and none was named, or the
+            named one does not exist.
+    """
+    functions = list(model_version.show_functions())
+    if function_name:
+        wanted = function_name.upper()
+        matches = [f for f in functions if str(f["name"]).upper() == wanted]
+    else:
+        matches = functions if len(functions) == 1 else []
+    if not matches:
+        names = ", ".join(str(f["name"]) for f in functions) or "none"
+        raise SnowflakeParamsError(
+            f"cannot pick the model function (function_name={function_name!r}); "
+            f"the model has: {names}"
+        )
+    return matches[0]["signature"]
+
+
+@dataclass(frozen=True)
+class ParamPlan:
+    """How generation parameters reach the model.
+
+    Attributes:
+        params: `InputSpec(params=...)`, for signatures that declare `params`.
+        columns: Constant input columns, for signatures (e.g. the stock
+            `OPENAI_CHAT_SIGNATURE`) that take temperature and friends as input features.
+    """
+
+    params: dict[str, Any] | None
+    columns: dict[str, Any]
+
+
+def _names(specs: Sequence[Any] | None) -> dict[str, str]:
+    return {str(spec.name).lower(): str(spec.name) for spec in specs or ()}
+
+
+def plan_params(
+    generation: GenerationParams,
+    signature: Any,
+    *,
+    response_format: Mapping[str, Any] | None = None,
+) -> ParamPlan:
+    """Translate `GenerationParams` to the names the model function declares.
+
+    `max_tokens` becomes `max_completion_tokens` (stock OpenAI signatures), `max_tokens` or
+    `max_new_tokens`, whichever the signature has. `seed` is sent only when declared (the
+    stock signatures have none; decoding is greedy by default, so nothing depends on it).
+
+    Raises:
+        SnowflakeParamsError: A needed parameter has no counterpart; the message lists the
+            valid names.
+    """
+    declared = _names(getattr(signature, "params", None))
+    as_columns = not declared
+    if as_columns:
+        declared = {
+            k: v
+            for k, v in _names(getattr(signature, "inputs", None)).items()
+            if k not in ("messages", "prompt")
+        }
+    valid = ", ".join(sorted(declared.values())) or "none"
+
+    def name_for(candidates: Sequence[str], what: str, required: bool) -> str | None:
+        for candidate in candidates:
+            if candidate in declared:
+                return declared[candidate]
+        if required:
+            raise SnowflakeParamsError(
+                f"the model function has no parameter for {what} (tried "
+                f"{', '.join(candidates)}); its valid parameters are: {valid}"
+            )
+        return None
+
+    values: dict[str, Any] = {}
+    temperature = name_for(("temperature",), "temperature", required=True)
+    values[str(temperature)] = float(generation.temperature)
+    max_tokens = name_for(MAX_TOKENS_NAMES, "max_tokens", required=True)
+    values[str(max_tokens)] = int(generation.max_tokens)
+    if generation.top_p != 1.0:
+        values[str(name_for(("top_p",), "top_p", required=True))] = float(generation.top_p)
+    if generation.stop:
+        values[str(name_for(("stop",), "stop", required=True))] = list(generation.stop)
+    if generation.seed is not None:
+        seed = name_for(("seed",), "seed", required=False)
+        if seed is not None:
+            values[seed] = int(generation.seed)
+        elif generation.temperature > 0:
+            logger.warning(
+                "the model function takes no seed; sampling at temperature %s is unseeded",
+                generation.temperature,
+            )
+    if response_format is not None:
+        fmt = name_for(("response_format",), "response_format", required=False)
+        if fmt is not None:
+            values[fmt] = dict(response_format)
+        else:
+            logger.info("the model function takes no response_format: answers are unconstrained")
+    if as_columns:
+        return ParamPlan(params=None, columns=values)
+    return ParamPlan(params=values, columns={})
