@@ -7,6 +7,8 @@ import os
 import socket
 from typing import Any
 
+from pathlib import Path
+
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,3 +38,11 @@ def _loopback_only(self: socket.socket, address: Any) -> Any:
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", _loopback_only)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-weight Gemma 3 VLM, built once per test session (about 1 MB)."""
+    from medbatch.testing.tiny_vlm import tiny_vlm
+
+    return tiny_vlm(tmp_path_factory.getbasetemp() / "tiny-gemma3")

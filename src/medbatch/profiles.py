@@ -7,7 +7,7 @@ those facts down once, and every runner and the pipeline read them.
 ```python
 profile = profile_for("google/medgemma-4b-it")
 profile.name                   # 'gemma3'
-profile.check_dtype("float16", device="cuda")   # raises ConfigError with the reason
+profile.check_dtype("float16")   # raises ConfigError with the reason
 ```
 """
 
@@ -56,26 +56,25 @@ class ModelProfile(BaseModel):
     params: GenerationParams = Field(default_factory=GenerationParams)
 
     def matches(self, model_id: str) -> bool:
-        """Whether this profile applies to `model_id`."""
+        """Whether this profile applies to `model_id` (a hub name, a path or a model type)."""
         return any(re.search(pattern, model_id, re.IGNORECASE) for pattern in self.patterns)
 
-    def check_dtype(self, dtype: str, *, device: str, force: bool = False) -> None:
+    def check_dtype(self, dtype: str, *, force: bool = False) -> None:
         """Refuse a dtype this family cannot run in, unless forced.
 
         Args:
-            dtype: The requested dtype name (`float16`, `bfloat16`, ...).
-            device: `cuda`, `cpu`, ...
-            force: Accept it anyway (the reason is still logged by the caller).
+            dtype: The requested dtype name (`float16`, `bfloat16`, `torch.float16`, ...).
+            force: Accept it anyway.
 
         Raises:
-            ConfigError: The dtype is refused on that device; the message says why and how
-                to force it.
+            ConfigError: The dtype is refused; the message says why and how to force it.
         """
         reason = self.refused_dtypes.get(dtype.replace("torch.", ""))
-        if reason and device.startswith("cuda") and not force:
+        if reason and not force:
             raise ConfigError(
-                f"{self.name} models must not run in {dtype} on GPU: {reason} "
-                f"Use {self.gpu_dtype}, or pass allow_fp16=True to force it."
+                f"{self.name} models must not run in {dtype}: {reason} "
+                f"Use {self.gpu_dtype} on GPU (float32 on CPU), or pass allow_fp16=True to "
+                "force it."
             )
 
     def describe(self) -> dict[str, object]:
@@ -90,8 +89,8 @@ GEMMA3 = ModelProfile(
     gpu_dtype="bfloat16",
     refused_dtypes={
         "float16": (
-            "Gemma 3 activations overflow float16, which yields empty or NaN answers "
-            "(reported for Gemma 3 and MedGemma on vLLM and transformers)."
+            "Gemma 3 activations overflow float16 (beyond its 65,504 maximum), which yields "
+            "empty or NaN answers (reported for Gemma 3 and MedGemma on vLLM and transformers)."
         ),
     },
     image_size=896,
@@ -113,9 +112,18 @@ def register_profile(profile: ModelProfile) -> None:
     _PROFILES.insert(0, profile)
 
 
-def profile_for(model_id: str, *, profiles: Iterable[ModelProfile] | None = None) -> ModelProfile:
-    """The first profile whose patterns match `model_id`, else `GENERIC`."""
+def profile_for(
+    model_id: str,
+    *,
+    model_type: str | None = None,
+    profiles: Iterable[ModelProfile] | None = None,
+) -> ModelProfile:
+    """The first profile matching `model_id` (or the config's `model_type`), else `GENERIC`.
+
+    `model_type` (e.g. `gemma3` from a model's `config.json`) catches local folders whose
+    path does not name the family.
+    """
     for profile in profiles if profiles is not None else _PROFILES:
-        if profile.matches(model_id):
+        if profile.matches(model_id) or (model_type and profile.matches(model_type)):
             return profile
     return GENERIC

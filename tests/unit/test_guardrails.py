@@ -177,8 +177,9 @@ def test_profiles_are_chosen_by_model_id_and_refuse_fp16() -> None:
     assert profile_for("google/medgemma-4b-it") is GEMMA3
     assert profile_for("/models/gemma-3-27b-it") is GEMMA3
     assert profile_for("Qwen/Qwen2.5-VL-7B") is GENERIC
+    assert profile_for("/models/local-folder", model_type="gemma3") is GEMMA3
     with pytest.raises(ConfigError, match="overflow float16"):
-        GEMMA3.check_dtype("float16", device="cuda")
-    GEMMA3.check_dtype("float16", device="cuda", force=True)
-    GEMMA3.check_dtype("float16", device="cpu")
-    GEMMA3.check_dtype("bfloat16", device="cuda")
+        GEMMA3.check_dtype("torch.float16")
+    GEMMA3.check_dtype("float16", force=True)
+    GEMMA3.check_dtype("bfloat16")
+    GENERIC.check_dtype("float16")

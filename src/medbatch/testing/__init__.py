@@ -5,5 +5,6 @@ Heavy pieces (the tiny VLM, the fake Snowflake) import their dependencies lazily
 """
 
 from medbatch.testing.function_runner import FunctionRunner
+from medbatch.testing.tiny_vlm import tiny_vlm
 
-__all__ = ["FunctionRunner"]
+__all__ = ["FunctionRunner", "tiny_vlm"]
