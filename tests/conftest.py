@@ -5,9 +5,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 import pytest
 

@@ -37,7 +37,7 @@ from medbatch.records import (
 from medbatch.registry import RUNNERS
 from medbatch.runners.transformers import TransformersRunner, TransformersRunnerConfig
 from medbatch.testing.contracts import RunnerContract
-from medbatch.testing.tiny_vlm import ECG_LABELS, TINY_IMAGE_TOKENS, tiny_vlm
+from medbatch.testing.tiny_vlm import ECG_LABELS, TINY_IMAGE_TOKENS
 
 SYSTEM = "You are a medical AI assistant specialized in ECG analysis."
 CHOICE = LabelConstraint(labels=ECG_LABELS)
