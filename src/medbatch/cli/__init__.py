@@ -5,7 +5,7 @@ Each command lives in a module of this package; importing the package registers 
 
 from __future__ import annotations
 
-from medbatch.cli import commands, data, demo  # noqa: F401 - importing registers commands
+from medbatch.cli import commands, data, demo, evaluate  # noqa: F401 - registers commands
 from medbatch.cli.app import app
 
 __all__ = ["app", "main"]

@@ -10,6 +10,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from medbatch.errors import MedbatchError
 
@@ -64,7 +65,7 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
             if state.debug:
                 raise
             err_console.print(
-                f"[bold red]error:[/] {_one_line(exc)}", highlight=False, soft_wrap=True
+                f"[bold red]error:[/] {escape(_one_line(exc))}", highlight=False, soft_wrap=True
             )
             raise typer.Exit(code=2 if _is_input_error(exc) else 1) from None
         except KeyboardInterrupt:

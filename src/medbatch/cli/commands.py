@@ -41,6 +41,7 @@ def tasks_command() -> None:
 @handle_errors
 def run_command(
     config: Path = typer.Argument(..., help="Run configuration (TOML)."),
+    *,
     resume: bool = typer.Option(
         True, "--resume/--no-resume", help="Reuse answers already in the run directory."
     ),
@@ -49,17 +50,42 @@ def run_command(
     ),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N records."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
+    per_class: int | None = typer.Option(
+        None, "--per-class", min=1, help="N records per label, stratified (overrides config)."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the sample (overrides config)."),
+    keep_duplicates: bool = typer.Option(
+        False, "--keep-duplicates", help="Keep copies of the same image when sampling."
+    ),
+    skip_canary: bool = typer.Option(
+        False, "--skip-canary", help="Do not run a canary subset before an expensive job."
+    ),
+    reprompt: bool = typer.Option(
+        False, "--reprompt", help="Ask once more, for the label only, when no verdict is found."
+    ),
 ) -> None:
     """Run a classification described by a TOML config.
 
-    Example: medbatch run examples/ecg_local.toml --resume
+    With --per-class N, a stratified, seeded sample of N records per label is run; copies of
+    the same image are dropped first unless --keep-duplicates. The manifest records both.
+    Expensive runners (Snowflake, vLLM, servers) run an 8-record canary first.
+
+    Example: medbatch run examples/skin_lesion_config.toml --per-class 25 --seed 1
     """
+    from medbatch.cli.sampling import sample_dataset
     from medbatch.config import load_config
     from medbatch.pipeline import classify
 
     run_config = load_config(config)
     task = run_config.build_task()
-    dataset = run_config.build_dataset(task)
+    # Build unsampled, then dedupe before sampling, so N per class are N distinct images.
+    dataset = run_config.model_copy(update={"per_class": None}).build_dataset(task)
+    dataset, sampling = sample_dataset(
+        dataset,
+        per_class=per_class or run_config.per_class,
+        seed=run_config.seed if seed is None else seed,
+        keep_duplicates=keep_duplicates,
+    )
     runner = run_config.build_runner()
     result = classify(
         dataset,
@@ -72,7 +98,9 @@ def run_command(
         params=run_config.params,
         constrained=run_config.constrained,
         progress=progress,
-        manifest_extra={"sampling": {"per_class": run_config.per_class, "seed": run_config.seed}},
+        canary=0 if skip_canary else "auto",
+        reprompt=reprompt,
+        manifest_extra={"sampling": sampling},
     )
     console.print(metrics_table(result.metrics, title=f"{task.name} · {runner.model_id}"))
     console.print(f"Results in [bold]{result.run_dir}[/] ({result.skipped} reused from before)")
