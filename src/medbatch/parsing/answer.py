@@ -37,11 +37,13 @@ Nothing here is specific to one task: every pattern about labels is built from t
 from __future__ import annotations
 
 import bisect
+import functools
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
-from medbatch.labels import LabelSet
+from medbatch.labels import LabelSet, fold_label_text
 from medbatch.parsing.base import LabelParser
 from medbatch.parsing.json import JSONLabelParser
 from medbatch.records import AnswerStatus, ParseResult
@@ -103,6 +105,7 @@ _CLAUSE_BREAK = re.compile(
     r"[,;:.!?()\[\]\n—–→⇒]|\s-\s|->|=>|\b(?:but|however|although|though|whereas|while|yet)\b",
     re.IGNORECASE,
 )
+_LAST_MARK = re.compile(r"(?s:.*)[,;:.!?()\[\]—–→⇒]")  # up to the last one-character break
 # Verbs that start a new assertion: "no ST elevation [indicates] POST_MI" is not a negation
 # of POST_MI.
 _SCOPE_TERMINATOR = re.compile(
@@ -167,7 +170,9 @@ _OPTIONS_INTRO = re.compile(
 )
 _CHECK_YES = re.compile(r"[\s:=\-–—|]*(?:yes\b|✓|✔|☑|\[x\]|\(x\))", re.IGNORECASE)
 _CHECK_NO = re.compile(r"[\s:=\-–—|]*(?:no\b|✗|✘|☐|❌|\[ \]|\( \))", re.IGNORECASE)
-_SENTENCE_END = re.compile(r"\n|[.!?;](?=\s)")
+# A newline, or one of .!?; followed by a space. Written to start with a character class,
+# which the regex engine scans for quickly, rather than as an alternation.
+_SENTENCE_END = re.compile(r"[\n.!?;](?:(?<=\n)|(?=\s))")
 _REFUSAL = re.compile(
     r"\b(?:I(?:'m|\s+am)\s+(?:sorry|unable|not\s+able)|I\s+(?:cannot|can'?t|can\s+not|"
     r"won'?t|will\s+not)\s+(?:provide|interpret|classify|determine|make|give|offer|help|"
@@ -217,6 +222,20 @@ _NOT_A_NOUN = frozenset(
     ]
 )
 _SEPARATORS = r"[ \t_\-]"
+_SEPARATOR_CHAR = re.compile(r"[\s_\-]")
+_NEXT_WORD = re.compile(r"[ \t]+([A-Za-z][A-Za-z\-]*)")
+# What `_strip_markdown` drops. Each pattern starts with a fixed character or class so the
+# regex engine can skip to candidates quickly (one combined pattern with lookbehinds was
+# tried at every position and cost more than the rest of a parse).
+_MARKS = re.compile(r"[*`~#]+")
+_ESCAPED_MARKUP = r"\\(?=[*_`#|\[\](){}~])"  # the backslash of an escaped markup char
+_ESCAPES = re.compile(_ESCAPED_MARKUP)
+_UNDERSCORES = re.compile(r"_+")
+# A line start up to its last `>` quote mark, over characters that are dropped or blank.
+_QUOTE_PREFIX = re.compile(r"^(?:[*`~#>_|]|" + _ESCAPED_MARKUP + r"|[^\S\n])*>", re.MULTILINE)
+# Characters that re.IGNORECASE equates with an ASCII letter but `str.lower()` does not map
+# onto one: İ ı ſ and the Kelvin sign (found by testing every code point).
+_FOLDS_ONTO_ASCII = re.compile("[\u0130\u0131\u017f\u212a]")
 # Up to two modifier words between the words of a synonym ("old *inferior* MI"), but never a
 # word that changes its meaning.
 _GAP_WORD = (
@@ -284,7 +303,7 @@ class FinalAnswerParser(LabelParser):
         super().__init__(labels)
         self._json = JSONLabelParser(labels) if use_json else None
         self._allow_sole_mention = allow_sole_mention
-        self._mention_re, self._group_label, self._group_is_name = _compile_mentions(labels)
+        self._mentions = _mention_table(labels)
 
     # --- the contract ----------------------------------------------------------------
 
@@ -300,7 +319,9 @@ class FinalAnswerParser(LabelParser):
     # --- steps -----------------------------------------------------------------------
 
     def _parse(self, text: str, *, truncated: bool) -> ParseResult:
-        exact = self.labels.normalize(text)
+        exact = None
+        if not self._mentions.bare_label_too_long.match(text):
+            exact = self.labels.normalize(text)
         if exact is not None:
             start = text.find(text.strip())
             return ParseResult(
@@ -310,7 +331,7 @@ class FinalAnswerParser(LabelParser):
                 evidence=text.strip()[:_EVIDENCE_CHARS],
                 span=(start, start + len(text.strip())),
             )
-        if self._json is not None:
+        if self._json is not None and "{" in text:  # no brace, no JSON object
             from_json = self._json.parse(text)
             if from_json.status is AnswerStatus.PARSED:
                 return from_json
@@ -332,7 +353,7 @@ class FinalAnswerParser(LabelParser):
             )
         return ParseResult(status=AnswerStatus.UNPARSEABLE, method="none")
 
-    def _result(self, text: str, clean: str, index: list[int], verdict: _Verdict) -> ParseResult:
+    def _result(self, text: str, clean: str, index: _Offsets, verdict: _Verdict) -> ParseResult:
         evidence = _evidence(text, index, clean, verdict.start, verdict.end)
         span = _span(index, verdict.start, verdict.end)
         method = _METHOD[verdict.tier] + ("-hedged" if verdict.weak else "")
@@ -351,16 +372,17 @@ class FinalAnswerParser(LabelParser):
     # --- mentions --------------------------------------------------------------------
 
     def _find_mentions(self, clean: str) -> list[_Mention]:
+        table = self._mentions
         raw: list[tuple[str, int, int, bool]] = []
-        for match in self._mention_re.finditer(clean):
+        for match in table.matches(clean):
             group = match.lastgroup
             if group is None:
                 continue
             matched = match.group()
             if self._is_adjective(clean, match.end(), matched):
                 continue
-            canonical = self._group_is_name[group] and (matched.isupper() or "_" in matched)
-            raw.append((self._group_label[group], match.start(), match.end(), canonical))
+            canonical = table.group_is_name[group] and (matched.isupper() or "_" in matched)
+            raw.append((table.group_label[group], match.start(), match.end(), canonical))
         polarity: dict[int, tuple[bool, bool]] = {}
         previous: tuple[int, int] | None = None  # (start, end) of the mention before
         for _, start, end, _ in raw:
@@ -382,7 +404,7 @@ class FinalAnswerParser(LabelParser):
         for label, start, end, canonical in raw:
             negated, weak = polarity[start]
             matched = clean[start:end]
-            plain = not matched.isupper() and not re.search(r"[\s_\-]", matched)
+            plain = not matched.isupper() and not _SEPARATOR_CHAR.search(matched)
             mentions.append(
                 _Mention(label, start, end, canonical, plain, negated, weak, start in in_options)
             )
@@ -391,9 +413,9 @@ class FinalAnswerParser(LabelParser):
     @staticmethod
     def _is_adjective(clean: str, end: int, matched: str) -> bool:
         """`normal sinus rhythm`: a one-word label in lower case followed by a noun."""
-        if matched.isupper() or re.search(r"[\s_\-]", matched):
+        if matched.isupper() or _SEPARATOR_CHAR.search(matched):
             return False
-        following = re.match(r"[ \t]+([A-Za-z][A-Za-z\-]*)", clean[end:])
+        following = _NEXT_WORD.match(clean, end)
         return following is not None and following.group(1).lower() not in _NOT_A_NOUN
 
     # --- zones and the decision ------------------------------------------------------
@@ -493,16 +515,58 @@ class FinalAnswerParser(LabelParser):
 # --- helpers (pure functions) ---------------------------------------------------------------
 
 
-def _compile_mentions(labels: LabelSet) -> tuple[re.Pattern[str], dict[str, str], dict[str, bool]]:
-    """One alternation over every name and synonym, longest first, in named groups."""
+@dataclass(frozen=True)
+class _MentionTable:
+    """Everything the parser needs to find a `LabelSet`'s mentions, built once per set.
+
+    `pattern` is one alternation over every name and synonym, longest first, in named
+    groups. Trying its ~70 alternatives at every position of a long answer was the parser's
+    main cost, so when the set allows it `starts` finds the few word starts where the
+    lower-cased text begins with the first word of some phrase, and only the alternatives
+    that can begin with that word (`by_first_word`, same order, same group names) are
+    tried there.
+    """
+
+    pattern: re.Pattern[str]
+    group_label: Mapping[str, str]
+    group_is_name: Mapping[str, bool]
+    starts: re.Pattern[str] | None  # over " " + clean.lower(); None: use `pattern` alone
+    by_first_word: Mapping[str, re.Pattern[str]]  # by the first word `starts` found
+    bare_label_too_long: re.Pattern[str]  # matches text with more letters than any phrase
+
+    def matches(self, clean: str) -> Iterator[re.Match[str]]:
+        """Exactly the matches of `pattern.finditer(clean)`, found faster."""
+        if self.starts is None or not _lowercase_is_faithful(clean):
+            yield from self.pattern.finditer(clean)
+            return
+        resume = 0  # finditer never reports overlapping matches
+        # The leading space lets a mention start at 0; `found.start()` is then its position
+        # in `clean`.
+        for found in self.starts.finditer(" " + clean.lower()):
+            position = found.start()
+            if position < resume:
+                continue
+            match = self.by_first_word[found.group(1)].match(clean, position)
+            if match is not None:
+                resume = match.end()
+                yield match
+
+
+@functools.lru_cache(maxsize=64)
+def _mention_table(labels: LabelSet) -> _MentionTable:
+    """The mention patterns of `labels` (cached: a parser may be built per task or run)."""
     entries: list[tuple[str, str, bool]] = []
     for label in labels:
         entries.append((label.name, label.name, True))
         entries.extend((synonym, label.name, False) for synonym in label.synonyms)
     entries.sort(key=lambda entry: len(entry[0]), reverse=True)
-    alternatives = []
+    alternatives: list[tuple[str, str]] = []  # (lower-cased first word, named group)
     group_label: dict[str, str] = {}
     group_is_name: dict[str, bool] = {}
+    # What may follow each first word: a non-letter (one-word phrases), a separator, or
+    # the second word's first letter (names: "POSTMI").
+    follows: dict[str, set[str]] = {}
+    ascii_words = True
     for number, (phrase, name, is_name) in enumerate(entries):
         pattern = _phrase_pattern(phrase, is_name=is_name)
         if pattern is None:
@@ -510,13 +574,81 @@ def _compile_mentions(labels: LabelSet) -> tuple[re.Pattern[str], dict[str, str]
         group = f"p{number}"
         group_label[group] = name
         group_is_name[group] = is_name
-        alternatives.append(f"(?P<{group}>{pattern})")
+        words = [word.lower() for word in _phrase_words(phrase)]
+        ascii_words = ascii_words and all(word.isascii() for word in words)
+        alternatives.append((words[0], f"(?P<{group}>{pattern})"))
+        after = follows.setdefault(words[0], set())
+        if len(words) == 1:
+            after.add("(?![a-z0-9])")
+        else:
+            after.add(_SEPARATORS)
+            if is_name:
+                after.add(re.escape(words[1][0]))
+    starts = None
+    by_first_word = {}
+    if alternatives and ascii_words:
+        # Longest word first, so the group that matches names the longest first word the
+        # text starts with; every phrase that can match there starts with a prefix of that
+        # word. The character before a start is not a letter or digit (the lookbehind).
+        first_words = sorted(follows, key=len, reverse=True)
+        # One group around literal-first alternatives: the regex engine rejects those by
+        # their first character, which named groups per word would prevent.
+        continued = (
+            f"{re.escape(word)}(?=" + "|".join(sorted(follows[word])) + ")" for word in first_words
+        )
+        starts = re.compile(r"[^a-z0-9](?=(" + "|".join(continued) + "))")
+        by_first_word = {
+            word: _alternation([alt for first, alt in alternatives if word.startswith(first)])
+            for word in first_words
+        }
+    return _MentionTable(
+        pattern=_alternation([alt for _, alt in alternatives]),
+        group_label=group_label,
+        group_is_name=group_is_name,
+        starts=starts,
+        by_first_word=by_first_word,
+        bare_label_too_long=_more_letters_than(labels),
+    )
+
+
+def _alternation(alternatives: list[str]) -> re.Pattern[str]:
     regex = r"(?<![A-Za-z0-9])(?:" + "|".join(alternatives) + r")(?![A-Za-z0-9])"
-    return re.compile(regex, re.IGNORECASE), group_label, group_is_name
+    return re.compile(regex, re.IGNORECASE)
+
+
+def _more_letters_than(labels: LabelSet) -> re.Pattern[str]:
+    """A pattern matching text with more letters and digits than any name or synonym has.
+
+    `LabelSet.normalize` folds the whole answer before looking it up, as costly on a long
+    answer as the rest of a parse. It only drops punctuation, spaces and markup (and
+    lower-casing never turns a letter or digit into something else; checked over all of
+    Unicode), so an answer with more letters and digits than the longest phrase is not a
+    bare label. `[^\\W_]` is exactly `str.isalnum`.
+    """
+    most = max(
+        sum(char.isalnum() for char in fold_label_text(phrase))
+        for label in labels
+        for phrase in (label.name, *label.synonyms)
+    )
+    return re.compile(rf"(?:[\W_]*[^\W_]){{{most + 1}}}")
+
+
+def _lowercase_is_faithful(text: str) -> bool:
+    """Whether `re.IGNORECASE` on `text` finds ASCII words exactly where `text.lower()` has them.
+
+    True unless `text` holds one of the four characters that case-insensitive matching
+    equates with an ASCII letter although `lower()` does not map them onto it (checked
+    over all of Unicode): they would be missed by a search in the lower-cased text.
+    """
+    return text.isascii() or _FOLDS_ONTO_ASCII.search(text) is None
+
+
+def _phrase_words(phrase: str) -> list[str]:
+    return [w for w in re.split(r"[\s_\-]+", phrase.strip()) if w]
 
 
 def _phrase_pattern(phrase: str, *, is_name: bool) -> str | None:
-    words = [w for w in re.split(r"[\s_\-]+", phrase.strip()) if w]
+    words = _phrase_words(phrase)
     if not words:
         return None
     if len(words) == 1 and not is_name and len(words[0]) <= 3 and words[0].isupper():
@@ -528,31 +660,85 @@ def _phrase_pattern(phrase: str, *, is_name: bool) -> str | None:
     return separator.join(re.escape(word) for word in words)
 
 
-def _strip_markdown(text: str) -> tuple[str, list[int]]:
-    """Remove emphasis, code, heading and table marks; keep a map to original offsets."""
-    out: list[str] = []
-    index: list[int] = []
-    at_line_start = True
-    length = len(text)
-    for i, char in enumerate(text):
-        if char in "*`~#":
-            continue
-        prev = text[i - 1] if i > 0 else " "
-        nxt = text[i + 1] if i + 1 < length else " "
-        if char == "\\" and nxt in "*_`#|[](){}~":
-            continue
-        if char == "_" and not (prev.isalnum() and nxt.isalnum()):
-            continue  # emphasis underscores, not the one inside POST_MI
-        if char == ">" and at_line_start:
-            continue
-        kept = " " if char == "|" else char  # table cells become words
-        if kept == "\n":
-            at_line_start = True
-        elif not kept.isspace():
-            at_line_start = False
-        out.append(kept)
-        index.append(i)
-    return "".join(out), index
+class _Offsets:
+    """Maps a position in the cleaned text to its position in the original answer.
+
+    The cleaned text is the original with some runs of characters dropped, so it is a
+    handful of kept segments; storing their starts is much cheaper than one int per
+    character.
+    """
+
+    __slots__ = ("_clean_starts", "_length", "_origin_starts")
+
+    def __init__(self, clean_starts: list[int], origin_starts: list[int], length: int) -> None:
+        self._clean_starts = clean_starts  # where each kept segment starts in the cleaned text
+        self._origin_starts = origin_starts  # ... and in the original
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, position: int) -> int:
+        segment = bisect.bisect_right(self._clean_starts, position) - 1
+        return self._origin_starts[segment] + position - self._clean_starts[segment]
+
+
+def _strip_markdown(text: str) -> tuple[str, _Offsets]:
+    """Remove emphasis, code, heading and table marks; keep a map to original offsets.
+
+    Dropped: the marks `*`, backquote, `~` and `#` anywhere; a backslash escaping markup;
+    underscores unless one sits between two letters/digits (POST_MI); `>` quote marks at
+    the start of a line. Table bars become spaces.
+    """
+    drops = [match.span() for match in _MARKS.finditer(text)]
+    if "\\" in text:
+        drops.extend(match.span() for match in _ESCAPES.finditer(text))
+    if "_" in text:
+        drops.extend(_emphasis_underscores(text))
+    if ">" in text:
+        drops.extend(_quote_marks(text))
+    drops.sort()  # the spans never overlap: each kind drops different characters
+    kept: list[str] = []
+    clean_starts: list[int] = []
+    origin_starts: list[int] = []
+    length = 0
+    position = 0
+    for start, end in [*drops, (len(text), len(text))]:
+        if start > position:
+            clean_starts.append(length)
+            origin_starts.append(position)
+            kept.append(text[position:start])
+            length += start - position
+        position = end
+    return "".join(kept).replace("|", " "), _Offsets(clean_starts, origin_starts, length)
+
+
+def _emphasis_underscores(text: str) -> list[tuple[int, int]]:
+    """Runs of underscores, except a single one between two letters/digits (POST_MI)."""
+    spans = []
+    for run in _UNDERSCORES.finditer(text):
+        start, end = run.span()
+        inside_word = (
+            end - start == 1
+            and start > 0
+            and end < len(text)
+            and text[start - 1].isalnum()
+            and text[end].isalnum()
+        )
+        if not inside_word:
+            spans.append((start, end))
+    return spans
+
+
+def _quote_marks(text: str) -> list[tuple[int, int]]:
+    """Spans of the `>` marks that sit before any kept non-blank character of their line."""
+    spans = []
+    for prefix in _QUOTE_PREFIX.finditer(text):
+        at = text.find(">", prefix.start(), prefix.end())
+        while at >= 0:
+            spans.append((at, at + 1))
+            at = text.find(">", at + 1, prefix.end())
+    return spans
 
 
 def _option_positions(clean: str, raw: list[tuple[str, int, int, bool]]) -> set[int]:
@@ -665,8 +851,13 @@ def _polarity(clean: str, start: int, end: int, floor: int) -> tuple[bool, bool]
 def _clause_before(clean: str, start: int, floor: int) -> str:
     """The text of the current clause before `start`: at most ~80 characters, after `floor`."""
     window = clean[max(0, floor, start - 80) : start]
-    breaks = list(_CLAUSE_BREAK.finditer(window))
-    return window[breaks[-1].end() :] if breaks else window
+    # Only the last break matters. A punctuation mark is always a break of its own (no
+    # longer break contains one), so the search can start right after the last mark.
+    mark = _LAST_MARK.match(window)
+    last = mark.end() if mark is not None else 0
+    for found in _CLAUSE_BREAK.finditer(window, last):
+        last = found.end()
+    return window[last:]
 
 
 def _last(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
@@ -713,14 +904,14 @@ def _zone_verdict(
     return _Verdict(tier, distinct, not strong, first.start, sentence[-1].end)
 
 
-def _span(index: list[int], start: int, end: int) -> tuple[int, int]:
+def _span(index: _Offsets, start: int, end: int) -> tuple[int, int]:
     if not index:
         return (0, 0)
     end = max(start + 1, end)
     return (index[min(start, len(index) - 1)], index[min(end, len(index)) - 1] + 1)
 
 
-def _evidence(text: str, index: list[int], clean: str, start: int, end: int) -> str:
+def _evidence(text: str, index: _Offsets, clean: str, start: int, end: int) -> str:
     """The sentence around `clean[start:end]`, from the original text, shortened."""
     line_start = clean.rfind("\n", 0, start) + 1
     line_end = clean.find("\n", end)
