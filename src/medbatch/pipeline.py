@@ -55,8 +55,9 @@ __all__ = ["RunResult", "classify"]
 logger = logging.getLogger(__name__)
 
 # Predictions are fsync'ed in groups: per record would cap throughput at the disk's sync
-# rate; a crash loses at most this group, which is then simply run again on resume.
-_FLUSH_EVERY = 64
+# rate (milliseconds per sync). A crash loses at most the last second of answers (or 1,024
+# of them), which are then simply run again on resume.
+_FLUSH_EVERY = 1024
 _REPROMPTABLE = frozenset({AnswerStatus.UNPARSEABLE, AnswerStatus.TRUNCATED})
 _FLUSH_SECONDS = 1.0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any, Literal
 
 from medbatch.labels import LabelSet
@@ -82,17 +83,22 @@ class ChatPromptTemplate(PromptTemplate):
         arguments.update(changes)
         return ChatPromptTemplate(**arguments)
 
-    def render(self, record: Record) -> tuple[ChatMessage, ...]:
-        """System message (unless folded), then the user text and the image."""
+    @cached_property
+    def _fixed_parts(self) -> tuple[tuple[ChatMessage, ...], TextPart]:
+        # The text is the same for every record: build its (frozen) parts once, so rendering
+        # a record only adds its image.
         user_text = self.user_text
-        messages: list[ChatMessage] = []
+        leading: tuple[ChatMessage, ...] = ()
         if self.system_text:
             if self.fold_system:
                 user_text = f"{self.system_text}\n\n{user_text}"
             else:
-                messages.append(ChatMessage.text("system", self.system_text))
-        text = TextPart(text=user_text)
+                leading = (ChatMessage.text("system", self.system_text),)
+        return leading, TextPart(text=user_text)
+
+    def render(self, record: Record) -> tuple[ChatMessage, ...]:
+        """System message (unless folded), then the user text and the image."""
+        leading, text = self._fixed_parts
         image = ImagePart(image=record.image)
         parts = (image, text) if self.image_position == "before" else (text, image)
-        messages.append(ChatMessage(role="user", content=parts))
-        return tuple(messages)
+        return (*leading, ChatMessage(role="user", content=parts))
