@@ -535,6 +535,7 @@ class _Page:
             self._header(title),
             self._headline(),
             self._coverage(),
+            self._guardrails(),
             self._confusion(),
             self._screening(),
             self._scores(),
@@ -648,6 +649,46 @@ class _Page:
             '<p class="muted" style="margin:6px 4px 0">Each predicted count beside the true '
             "count of the same class; answers without a label keep their own bar.</p>"
             "</div></div>"
+        )
+
+    def _guardrails(self) -> str:
+        g = self.ev.guardrails
+        rows: list[tuple[str, str, bool]] = []
+        if g.constrained:
+            validity = _pct(g.constraint_validity) if g.constraint_validity is not None else "–"
+            rows.append(
+                (
+                    "constraint validity",
+                    f"{validity} ({g.constraint_valid} valid, {g.constraint_ignored} ignored)",
+                    g.constraint_ignored > 0,
+                )
+            )
+        if g.image_not_seen:
+            rows.append(("images not seen by the model", str(g.image_not_seen), True))
+        if g.reprompted:
+            rows.append(("verdicts from the follow-up re-prompt", str(g.reprompted), False))
+        canary = g.canary
+        if canary:
+            failures = canary.get("failures") or []
+            seen = canary.get("image_seen")
+            verdict = "failed: " + "; ".join(failures) if failures else "passed"
+            detail = (
+                f"{verdict} · n {canary.get('n')} · coverage {_pct(canary.get('coverage'))}"
+                f" · errors {_pct(canary.get('error_rate'))}"
+                + (f" · image seen: {'yes' if seen else 'no'}" if seen is not None else "")
+            )
+            rows.append(("canary", detail, bool(failures)))
+        if not rows:
+            return ""
+        body = "".join(
+            f'<tr class="{"bad" if bad else ""}"><td>{_e(name)}</td><td>{_e(value)}</td></tr>'
+            for name, value, bad in rows
+        )
+        return (
+            "<h2>Guardrails</h2>"
+            '<p class="sub">Checks for silent failures: ignored constraints, images that never '
+            "reached the model, the canary run before the job.</p>"
+            f"<table>{body}</table>"
         )
 
     def _confusion(self) -> str:

@@ -183,3 +183,41 @@ def test_profiles_are_chosen_by_model_id_and_refuse_fp16() -> None:
     GEMMA3.check_dtype("float16", force=True)
     GEMMA3.check_dtype("bfloat16")
     GENERIC.check_dtype("float16")
+
+
+def test_evaluate_and_report_show_guardrails(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from medbatch.cli import app
+    from medbatch.evaluation import evaluate
+    from medbatch.report import write_report
+
+    answers = iter(["NORMAL", "POST_MI", "I believe it is POST_MI. FINAL CLASSIFICATION: POST_MI"])
+    runner = _usage_runner(image_tokens=256)
+    runner.fn = lambda request: InferenceResponse(  # type: ignore[assignment]
+        record_id=request.record_id,
+        text=next(answers, "NORMAL"),
+        usage=Usage(prompt_tokens=400),
+    )
+    classify(_dataset(80), TASK, runner, store=tmp_path / "run", constrained=True, canary=0)
+    guard = evaluate(tmp_path / "run", n_bootstrap=0).guardrails
+    assert guard.constrained
+    assert guard.constraint_ignored == 1
+    assert guard.constraint_valid == 79
+    assert guard.constraint_validity == pytest.approx(79 / 80)
+    html = write_report(tmp_path / "run").read_text()
+    assert "constraint validity" in html
+    assert "1 ignored" in html
+    out = CliRunner().invoke(app, ["evaluate", str(tmp_path / "run")])
+    assert out.exit_code == 0, out.output
+    assert "constraint validity: 98.8%" in out.output
+
+
+def test_canary_report_is_shown(tmp_path: Path) -> None:
+    from medbatch.evaluation import evaluate
+
+    classify(_dataset(80), TASK, _usage_runner(image_tokens=256), store=tmp_path / "run")
+    canary = evaluate(tmp_path / "run", n_bootstrap=0).guardrails.canary
+    assert canary is not None
+    assert canary["n"] == 8
+    assert canary["failures"] == []

@@ -37,7 +37,20 @@ def status_line(evaluation: Evaluation) -> str:
         if count and status != "parsed"
     )
     text = f"coverage: {evaluation.n_parsed}/{evaluation.n} answers parsed"
-    return text + (f" (not parsed: {others})" if others else "")
+    text += f" (not parsed: {others})" if others else ""
+    guard = evaluation.guardrails
+    if guard.constrained and guard.constraint_validity is not None:
+        text += (
+            f"\nconstraint validity: {guard.constraint_validity:.1%} "
+            f"({guard.constraint_ignored} answers ignored the constraint)"
+        )
+    if guard.image_not_seen:
+        text += f"\nimages not seen by the model: {guard.image_not_seen}"
+    if guard.canary:
+        failures = guard.canary.get("failures") or []
+        text += "\ncanary: " + ("failed: " + "; ".join(failures) if failures else "passed")
+        text += f" ({guard.canary.get('n')} records)"
+    return text
 
 
 def comparison_table(comparison: Comparison, show: int = 20) -> Table:
