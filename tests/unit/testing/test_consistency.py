@@ -1,0 +1,84 @@
+"""Consistency checks with the tiny Gemma 3: batching and serving must not change answers."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from medbatch import (
+    GenerationParams,
+    ImageRef,
+    InferenceRequest,
+    InferenceResponse,
+    Record,
+    get_task,
+)
+from medbatch.runners.transformers import TransformersRunner
+from medbatch.testing import FunctionRunner
+from medbatch.testing.consistency import (
+    check_batch_invariance,
+    compare_responses,
+    compare_runners,
+)
+
+TASK = get_task("ecg", prompt="direct-v1")
+
+
+def _requests(n: int = 5) -> list[InferenceRequest]:
+    requests = []
+    for i in range(n):
+        buffer = io.BytesIO()
+        # Different sizes too, so batching needs padding of image-free text around them.
+        Image.new("RGB", (60 + 17 * i, 50), (30 * i, 90, 200 - 20 * i)).save(buffer, "PNG")
+        record = Record(id=f"r{i}", image=ImageRef.from_bytes(buffer.getvalue()))
+        requests.append(
+            InferenceRequest(
+                record_id=record.id,
+                messages=TASK.prompt.render(record),
+                params=GenerationParams(max_tokens=6),
+            )
+        )
+    return requests
+
+
+def test_batched_answers_equal_single_row_answers(tiny_model_path: Path) -> None:
+    runner = TransformersRunner(tiny_model_path, batch_size=5)
+    report = check_batch_invariance(_requests(), runner)
+    assert report.n == 5
+    assert report.compared_prompts == 5
+    assert report.consistent, report.mismatches
+
+
+def test_constrained_batched_answers_and_scores_are_stable(tiny_model_path: Path) -> None:
+    constrained = [r.model_copy(update={"constraint": TASK.constraint()}) for r in _requests()]
+    runner = TransformersRunner(tiny_model_path, batch_size=5)
+    with runner:
+        batched = {r.record_id: r for r in runner.run(constrained)}
+        runner.batch_size = 1
+        single = {r.record_id: r for r in runner.run(constrained)}
+    assert compare_responses(batched.values(), single.values()).consistent
+    for record_id, response in batched.items():
+        assert response.label_scores is not None
+        other = single[record_id].label_scores
+        assert other is not None
+        for label, value in response.label_scores.items():
+            assert value == pytest.approx(other[label], abs=1e-4)
+
+
+def test_a_differing_runner_is_reported() -> None:
+    requests = _requests(3)
+    first = FunctionRunner(lambda r: "NORMAL")
+    second = FunctionRunner(lambda r: "NORMAL" if r.record_id != "r1" else "POST_MI")
+    report = compare_runners(requests, first, second)
+    assert not report.consistent
+    assert [(m.record_id, m.field) for m in report.mismatches] == [("r1", "text")]
+
+
+def test_missing_and_failed_answers_are_mismatches() -> None:
+    a = [InferenceResponse(record_id="x", text="A"), InferenceResponse(record_id="y", text="B")]
+    b = [InferenceResponse.failure("x", "request_failed", "HTTP 500")]
+    fields = {(m.record_id, m.field) for m in compare_responses(a, b).mismatches}
+    assert fields == {("x", "error"), ("y", "missing")}
