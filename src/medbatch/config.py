@@ -44,7 +44,9 @@ class TaskSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="Registered task name, e.g. 'ecg'.")
+    name: str = Field(
+        description="Registered task name, e.g. 'ecg', or a task file 'path/to/task.toml'."
+    )
     prompt: str | None = Field(default=None, description="Prompt version; the task's default.")
 
 
@@ -155,6 +157,9 @@ def load_config(path: str | Path) -> RunConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
     base = path.parent
+    task_table = raw.get("task")
+    if isinstance(task_table, dict) and str(task_table.get("name", "")).endswith(".toml"):
+        task_table["name"] = str(_resolve(base, task_table["name"]))
     if "output_dir" in raw:
         raw["output_dir"] = str(_resolve(base, raw["output_dir"]))
     for section in ("dataset", "runner"):

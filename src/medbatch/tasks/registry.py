@@ -28,9 +28,17 @@ TASKS: Registry[Any] = Registry(
 def get_task(name: str, *, prompt: str | None = None) -> Task:
     """The task registered as `name`, optionally with another prompt version selected.
 
+    A name ending in `.toml` is read as a task file (see `medbatch.tasks.config`).
+
     Raises:
         UnknownNameError: No task of that name (the message lists the known ones).
+        ConfigError: A task file is missing or invalid (the key is named).
     """
+    if name.endswith(".toml"):
+        from medbatch.tasks.config import load_task_file
+
+        file_task = load_task_file(name)
+        return file_task.with_prompt(prompt) if prompt else file_task
     target = TASKS.get(name)
     task = target() if callable(target) and not isinstance(target, Task) else target
     if not isinstance(task, Task):

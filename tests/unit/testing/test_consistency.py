@@ -82,3 +82,56 @@ def test_missing_and_failed_answers_are_mismatches() -> None:
     b = [InferenceResponse.failure("x", "request_failed", "HTTP 500")]
     fields = {(m.record_id, m.field) for m in compare_responses(a, b).mismatches}
     assert fields == {("x", "error"), ("y", "missing")}
+
+
+def test_served_tiny_model_answers_like_the_in_process_one(tiny_model_path: Path) -> None:
+    from medbatch.runners.openai import OpenAICompatibleRunner
+    from medbatch.testing.consistency import RecordingRunner
+    from medbatch.testing.openai_server import OpenAITestServer
+
+    requests = _requests(3)
+    local = TransformersRunner(tiny_model_path, batch_size=3)
+    with local:
+        direct = list(local.run(requests))
+    backend = RecordingRunner(TransformersRunner(tiny_model_path, batch_size=1))
+    with backend, OpenAITestServer(backend=backend, max_requests=50) as server:
+        served_runner = OpenAICompatibleRunner(
+            base_url=server.base_url, model="tiny", concurrency=2
+        )
+        with served_runner:
+            served = list(served_runner.run(requests))
+    # The same greedy answers over HTTP...
+    assert compare_responses(direct, served).consistent
+    # ...because the server's model saw exactly the prompt the in-process runner rendered.
+    backend_responses = [
+        r.model_copy(update={"record_id": req.record_id})
+        for req, r in zip(requests, backend.responses.values(), strict=True)
+    ]
+    report = compare_responses(direct, backend_responses)
+    assert report.compared_prompts == 3
+    assert report.consistent, report.mismatches
+
+
+def test_a_server_that_drops_images_is_stopped_by_the_canary(tmp_path: Path) -> None:
+    from medbatch import ListDataset, classify
+    from medbatch.canary import ImageNotSeenError
+    from medbatch.runners.openai import OpenAICompatibleRunner
+    from medbatch.testing.openai_server import OpenAITestServer
+
+    records = []
+    for i in range(80):
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(buffer, "PNG")
+        records.append(
+            Record(
+                id=f"r{i}",
+                image=ImageRef.from_bytes(buffer.getvalue()),
+                label=TASK.labels.names[i % 4],
+            )
+        )
+    dataset = ListDataset(records, labels=TASK.labels)
+    with OpenAITestServer(lambda body: "NORMAL", drop_images=True, max_requests=100) as server:
+        runner = OpenAICompatibleRunner(base_url=server.base_url, model="m", concurrency=4)
+        with pytest.raises(ImageNotSeenError):
+            classify(dataset, TASK, runner, store=tmp_path / "run")
+        assert server.request_count <= 10  # 8 canary requests and the text-only probe

@@ -1,0 +1,763 @@
+"""`OpenAICompatibleRunner`: any server that speaks `POST /v1/chat/completions`.
+
+```
+requests ──▶ encode images (threads) ──▶ semaphore(concurrency) ──▶ POST, retried by tenacity
+   on 429 / 5xx / timeouts / dropped connections / malformed bodies, exponential backoff +
+   jitter, `Retry-After` honoured ──▶ InferenceResponse (text, finish_reason, usage, label
+   scores from logprobs) or a per-record `request_failed` error; the batch goes on.
+```
+
+The runner owns a private event loop in a daemon thread, so it works the same from a
+script, a CLI, or a Jupyter notebook whose own loop is already running. Results stream:
+each response is yielded as soon as it arrives, batch by batch (`batch_size`, default
+4 × `concurrency`).
+
+The API key is read from the environment variable named by `api_key_env` (default
+`OPENAI_API_KEY`), at start-up. It is never stored in the config, never logged, and never
+part of `describe()` or of error messages.
+
+Servers (`base_url` is what you would give the OpenAI SDK; `/chat/completions` is added):
+
+```
+server                   base_url                                       structured_outputs
+vllm serve <model>       http://127.0.0.1:8000/v1                       "vllm", "response_format"
+OpenAI                   https://api.openai.com/v1                      "response_format"
+Azure OpenAI (v1 API)    https://<resource>.openai.azure.com/openai/v1  "response_format"
+Ollama (ollama serve)    http://127.0.0.1:11434/v1                      "response_format"
+LM Studio (server tab)   http://127.0.0.1:1234/v1                       "response_format"
+```
+
+Notes per server:
+    - vLLM: `vllm serve google/medgemma-4b-it --max-model-len 8192 --limit-mm-per-prompt
+      '{"image": 1}'` (no key unless `--api-key`). `structured_outputs="vllm"` sends
+      `{"structured_outputs": {"choice": [...]}}`, so the answer is exactly a label name.
+      Never the old `guided_choice`: vLLM >= 0.12 ignores it silently and the model
+      free-generates. Label scores need `logprobs=True` (vLLM returns up to
+      `--max-logprobs`, default 20).
+    - OpenAI: key in `OPENAI_API_KEY`. Newer models (o-series, gpt-5) take
+      `max_completion_tokens`: set `max_tokens_field="max_completion_tokens"`. `seed` is
+      best effort there.
+    - Azure OpenAI: `model` is the deployment name; set
+      `api_key_env="AZURE_OPENAI_API_KEY"` and `api_key_header="api-key"` (an Entra token
+      goes as `Authorization: Bearer`). Dated endpoints need
+      `extra_query={"api-version": "..."}`.
+    - Ollama (>= 0.5) and LM Studio: no key. They may ignore `seed` and return no
+      `logprobs` (leave `logprobs=False`); `response_format` json_schema works with models
+      that support structured output.
+    - `structured_outputs="none"` sends no constraint: the pipeline then parses free text
+      (and flags answers outside the labels).
+
+Example:
+    >>> runner = OpenAICompatibleRunner(base_url="http://127.0.0.1:8000/v1",
+    ...     model="google/medgemma-4b-it", structured_outputs="vllm")
+    >>> result = classify(dataset, get_task("ecg"), runner, constrained=True)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import email.utils
+import json
+import logging
+import os
+import queue
+import re
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from pydantic import Field
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+from tenacity.wait import wait_base
+
+from medbatch.constraints import to_openai_response_format, to_vllm_server_extra_body
+from medbatch.errors import ConfigError, ImageLoadError
+from medbatch.images import native_size, to_data_url
+from medbatch.records import (
+    ChatMessage,
+    ImageRef,
+    InferenceRequest,
+    InferenceResponse,
+    LabelConstraint,
+    Usage,
+)
+from medbatch.runners.base import BatchRunner, RunnerCapabilities, RunnerConfig
+from medbatch.scoring import label_scores_from_top_logprobs
+
+__all__ = [
+    "OpenAICompatibleRunner",
+    "OpenAICompatibleRunnerConfig",
+    "chat_completion_body",
+    "completion_to_response",
+    "render_messages",
+]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# 408/409/425/429 and every 5xx may succeed later; other 4xx will fail the same way again.
+_RETRY_STATUSES = frozenset({408, 409, 425, 429})
+_REASON_CHARS = 200
+_DATA_URL_TEXT = re.compile(r"data:[\w/+.-]+;base64,[A-Za-z0-9+/=]+")
+
+
+class OpenAICompatibleRunnerConfig(RunnerConfig):
+    """Settings of `OpenAICompatibleRunner` (`[runner] kind = "openai"`)."""
+
+    base_url: str = Field(
+        description="API root as for the OpenAI SDK, e.g. http://127.0.0.1:8000/v1."
+    )
+    model: str = Field(description="Model name the server knows (Azure: the deployment).")
+    api_key_env: str | None = Field(
+        default="OPENAI_API_KEY",
+        description="Environment variable holding the API key; unset or None sends none.",
+    )
+    api_key_header: Literal["authorization", "api-key"] = Field(
+        default="authorization",
+        description="Send the key as 'Authorization: Bearer' or as 'api-key' (Azure).",
+    )
+    concurrency: int = Field(default=16, ge=1, le=1024, description="Requests in flight.")
+    timeout_s: float = Field(default=120.0, gt=0, description="Per-request timeout, seconds.")
+    max_retries: int = Field(
+        default=4, ge=0, description="Retries of a failed request (429/5xx/timeout/bad body)."
+    )
+    backoff_initial_s: float = Field(
+        default=0.5, ge=0, description="First backoff; doubles each retry."
+    )
+    backoff_max_s: float = Field(default=30.0, ge=0, description="Longest exponential backoff.")
+    jitter_s: float = Field(default=0.5, ge=0, description="Random extra wait, 0..jitter_s.")
+    retry_after_max_s: float = Field(
+        default=120.0, ge=0, description="Cap on a server's Retry-After wait."
+    )
+    structured_outputs: Literal["response_format", "vllm", "none"] = Field(
+        default="response_format",
+        description="How a label constraint is sent: response_format json_schema (OpenAI, "
+        "Azure, Ollama, LM Studio, vLLM), vLLM's structured_outputs, or not at all.",
+    )
+    logprobs: bool = Field(
+        default=False,
+        description="Always ask for token log-probabilities (label scores need them).",
+    )
+    top_logprobs: int = Field(
+        default=5, ge=0, le=20, description="Alternatives per token when log-probs are asked."
+    )
+    max_image_side: int | None = Field(
+        default=None,
+        ge=0,
+        description="Shrink images to this side; None: the model's native size if known; "
+        "0: never shrink.",
+    )
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = Field(
+        default="max_tokens", description="Body key for the answer length (newer OpenAI models)."
+    )
+    extra_headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra HTTP headers (never put secrets here)."
+    )
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="Extra body fields, e.g. {'top_k': 1} for vLLM."
+    )
+    extra_query: dict[str, str] = Field(
+        default_factory=dict, description="Query parameters, e.g. Azure's api-version."
+    )
+    batch_size: int | None = Field(
+        default=None, ge=1, description="Requests per streamed batch; None: 4 × concurrency."
+    )
+
+
+class _RetryableError(Exception):
+    """One attempt failed in a way that may succeed later."""
+
+    def __init__(
+        self, reason: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.retry_after = retry_after
+
+
+class _FatalError(Exception):
+    """The server refused the request; sending it again will not help."""
+
+    def __init__(self, reason: str, *, status: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class _BackoffHonouringRetryAfter(wait_base):
+    """Exponential backoff with jitter, unless the server said how long (`Retry-After`)."""
+
+    def __init__(self, fallback: wait_base, cap_s: float) -> None:
+        self.fallback = fallback
+        self.cap_s = cap_s
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None else None
+        if isinstance(error, _RetryableError) and error.retry_after is not None:
+            return max(0.0, min(error.retry_after, self.cap_s))
+        return float(self.fallback(retry_state))
+
+
+class _LoopThread:
+    """An event loop of our own in a daemon thread (a notebook's loop may be running)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._serve, name="medbatch-openai-loop", daemon=True
+        )
+        self._thread.start()
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return self.submit(coroutine).result()
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.call(self._drain())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+    async def _drain(self) -> None:
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await self.loop.shutdown_asyncgens()
+        await self.loop.shutdown_default_executor()
+
+
+_DONE = object()
+
+
+class OpenAICompatibleRunner(BatchRunner):
+    """Classify through an OpenAI-compatible chat-completions server (see module docs).
+
+    Args:
+        transport: An httpx transport to use instead of the network (e.g.
+            `httpx.MockTransport(handler)` in tests).
+        sleep: The coroutine function waited on between retries (a seam for tests;
+            default `asyncio.sleep`).
+        **settings: Fields of `OpenAICompatibleRunnerConfig`.
+
+    Example:
+        >>> with OpenAITestServer(latency_s=0.05) as server:
+        ...     runner = OpenAICompatibleRunner(base_url=server.base_url, model="test")
+        ...     responses = list(runner.run(requests))
+    """
+
+    name: ClassVar[str] = "openai"
+    config_class: ClassVar[type[RunnerConfig] | None] = OpenAICompatibleRunnerConfig
+
+    def __init__(
+        self,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        **settings: Any,
+    ) -> None:
+        self.config = OpenAICompatibleRunnerConfig(**settings)
+        cfg = self.config
+        self.model_id = cfg.model
+        self.batch_size = cfg.batch_size or 4 * cfg.concurrency
+        self.capabilities = RunnerCapabilities(
+            batching=True,
+            constrained_decoding=cfg.structured_outputs != "none",
+            label_scores=True,
+            image_inputs=frozenset({"bytes", "url"}),
+            expensive=True,
+        )
+        self.url = _chat_url(cfg.base_url)
+        side = cfg.max_image_side
+        self._max_side = native_size(cfg.model) if side is None else (side or None)
+        self._transport = transport
+        self._sleep = sleep or asyncio.sleep
+        self._loop: _LoopThread | None = None
+        self._clients: list[httpx.AsyncClient] = []
+        self._idle: list[httpx.AsyncClient] = []
+        self._semaphore: asyncio.Semaphore | None = None
+        self._secret: str | None = None
+        self._start_lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: RunnerConfig) -> OpenAICompatibleRunner:
+        """Build from an `OpenAICompatibleRunnerConfig`."""
+        return cls(**config.model_dump())
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Read the API key from the environment, open the connection pool. Idempotent."""
+        with self._start_lock:
+            if self._loop is not None:
+                return
+            cfg = self.config
+            self._secret = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+            if cfg.api_key_env and not self._secret:
+                logger.info(
+                    "$%s is not set: requests carry no API key (fine for local servers)",
+                    cfg.api_key_env,
+                )
+            self._loop = _LoopThread()
+            self._loop.call(self._open())
+
+    async def _open(self) -> None:
+        cfg = self.config
+        headers = {"User-Agent": "medbatch", **cfg.extra_headers}
+        if self._secret:
+            if cfg.api_key_header == "api-key":
+                headers["api-key"] = self._secret
+            else:
+                headers["Authorization"] = f"Bearer {self._secret}"
+        # One single-connection client per concurrency slot: httpcore's shared pool scans
+        # every connection on every request event (quadratic in `concurrency`), which costs
+        # more CPU than the request itself at 16+ in flight.
+        # One TLS context for all of them: loading the CA bundle costs ~80 ms each.
+        tls = httpx.create_ssl_context()
+        self._clients = [
+            httpx.AsyncClient(
+                verify=tls,
+                headers=headers,
+                params=cfg.extra_query or None,
+                timeout=httpx.Timeout(cfg.timeout_s, connect=min(cfg.timeout_s, 30.0)),
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                transport=self._transport,
+            )
+            for _ in range(cfg.concurrency)
+        ]
+        self._idle = list(self._clients)
+        self._semaphore = asyncio.Semaphore(cfg.concurrency)
+
+    async def _close_clients(self) -> None:
+        clients, self._clients, self._idle = self._clients, [], []
+        await asyncio.gather(*(client.aclose() for client in clients))
+
+    def close(self) -> None:
+        """Close connections and stop the private event loop. Idempotent."""
+        with self._start_lock:
+            loop, self._loop = self._loop, None
+            if loop is None:
+                return
+            loop.call(self._close_clients())
+            loop.close()
+            self._secret = None
+
+    def describe(self) -> dict[str, Any]:
+        """Runner facts for the manifest: the URL without credentials, never the key."""
+        cfg = self.config
+        return {
+            **super().describe(),
+            "base_url": _public_url(cfg.base_url),
+            "structured_outputs": cfg.structured_outputs,
+            "concurrency": cfg.concurrency,
+            "timeout_s": cfg.timeout_s,
+            "max_retries": cfg.max_retries,
+            "api_key_env": cfg.api_key_env,
+            "max_image_side": self._max_side,
+            "logprobs": cfg.logprobs,
+        }
+
+    # -- one batch -------------------------------------------------------------------------
+
+    def _run_batch(self, requests: Sequence[InferenceRequest]) -> Iterable[InferenceResponse]:
+        self.start()
+        assert self._loop is not None
+        arrived: queue.SimpleQueue[object] = queue.SimpleQueue()
+        future = self._loop.submit(self._answer_all(requests, arrived.put))
+        future.add_done_callback(lambda _: arrived.put(_DONE))
+        return self._drain(arrived, future)
+
+    @staticmethod
+    def _drain(
+        arrived: queue.SimpleQueue[object], future: concurrent.futures.Future[None]
+    ) -> Iterator[InferenceResponse]:
+        try:
+            while (item := arrived.get()) is not _DONE:
+                assert isinstance(item, InferenceResponse)
+                yield item
+            future.result()  # re-raise a crash of the batch (a bug); the base class reports it
+        finally:
+            future.cancel()  # the consumer stopped early: stop sending requests
+
+    async def _answer_all(
+        self, requests: Sequence[InferenceRequest], put: Callable[[object], None]
+    ) -> None:
+        async def answer(request: InferenceRequest) -> None:
+            try:
+                response = await self._answer(request)
+            except Exception as exc:  # a bug or an odd body: fail this record, not the batch
+                logger.warning("record %s: %s: %s", request.record_id, type(exc).__name__, exc)
+                response = InferenceResponse.failure(
+                    request.record_id, "request_failed", f"{type(exc).__name__}: {exc}"
+                )
+            put(response)
+
+        await asyncio.gather(*(answer(request) for request in requests))
+
+    async def _answer(self, request: InferenceRequest) -> InferenceResponse:
+        record_id = request.record_id
+        try:
+            # Base64 of a large scan takes milliseconds of CPU: keep the loop responsive.
+            messages = await asyncio.to_thread(self._render, request.messages)
+        except ImageLoadError as exc:
+            return InferenceResponse.failure(record_id, "image_error", str(exc), retryable=False)
+        body = chat_completion_body(request, self.config, messages=messages)
+        assert self._semaphore is not None
+        async with self._semaphore:
+            # The semaphore bounds requests in flight; a slot always has an idle client.
+            client = self._idle.pop()
+            started = time.perf_counter()
+            try:
+                payload, attempts = await self._post(client, record_id, body)
+            except _FatalError as exc:
+                return InferenceResponse.failure(
+                    record_id,
+                    "request_failed",
+                    exc.reason,
+                    retryable=exc.status not in (400, 413, 422),
+                    latency_s=time.perf_counter() - started,
+                    metadata={"status": exc.status},
+                )
+            except _RetryableError as exc:
+                return InferenceResponse.failure(
+                    record_id,
+                    "request_failed",
+                    f"{exc.reason} (gave up after {self.config.max_retries + 1} attempts)",
+                    latency_s=time.perf_counter() - started,
+                    metadata={"status": exc.status} if exc.status else {},
+                )
+            finally:
+                self._idle.append(client)
+            latency = time.perf_counter() - started
+        return self._response(request, payload, latency, attempts)
+
+    def _render(self, messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+        return render_messages(messages, max_side=self._max_side)
+
+    async def _post(
+        self, client: httpx.AsyncClient, record_id: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], int]:
+        """POST with retries; the parsed body and the number of attempts it took."""
+        cfg = self.config
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(cfg.max_retries + 1),
+            wait=_BackoffHonouringRetryAfter(
+                wait_exponential(multiplier=cfg.backoff_initial_s, max=cfg.backoff_max_s)
+                + wait_random(0, cfg.jitter_s),
+                cap_s=cfg.retry_after_max_s,
+            ),
+            retry=retry_if_exception_type(_RetryableError),
+            sleep=self._sleep,
+            before_sleep=lambda state: _log_retry(record_id, state, cfg.max_retries + 1),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                payload = await self._post_once(client, body)
+            attempts = attempt.retry_state.attempt_number
+        return payload, attempts
+
+    async def _post_once(self, client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
+        timeout = self.config.timeout_s
+        try:
+            response = await client.post(self.url, json=body)
+        except httpx.TimeoutException as exc:
+            raise _RetryableError(f"no answer within {timeout:g} s ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            # Refused or dropped connections, and bodies cut short (RemoteProtocolError).
+            raise _RetryableError(f"connection failed: {type(exc).__name__}") from exc
+        status = response.status_code
+        if status >= 400:
+            reason = f"HTTP {status} from {_public_url(self.config.base_url)}: "
+            reason += self._short_reason(response)
+            if status in _RETRY_STATUSES or status >= 500:
+                raise _RetryableError(reason, status=status, retry_after=_retry_after(response))
+            if status in (401, 403) and self.config.api_key_env:
+                reason += f" (check the key in ${self.config.api_key_env})"
+            raise _FatalError(reason, status=status)
+        try:
+            payload = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise _RetryableError(f"HTTP {status} with a body that is not JSON") from exc
+        if not _has_message(payload):
+            raise _RetryableError(f"HTTP {status} with no choices[0].message in the body")
+        assert isinstance(payload, dict)
+        return payload
+
+    def _short_reason(self, response: httpx.Response) -> str:
+        """The server's error message, short, without image data or the key."""
+        try:
+            payload = response.json()
+            error = payload.get("error") if isinstance(payload, dict) else None
+            message = error.get("message") if isinstance(error, dict) else error
+            text = str(message or payload)
+        except ValueError:
+            text = response.text
+        text = _DATA_URL_TEXT.sub("data:…", " ".join(text.split()))
+        if self._secret:
+            text = text.replace(self._secret, "***")
+        if len(text) > _REASON_CHARS:
+            text = text[: _REASON_CHARS - 1] + "…"
+        return text or response.reason_phrase
+
+    def _response(
+        self, request: InferenceRequest, payload: dict[str, Any], latency: float, attempts: int
+    ) -> InferenceResponse:
+        return completion_to_response(
+            request.record_id,
+            payload,
+            constraint=request.constraint,
+            structured_outputs=self.config.structured_outputs,
+            latency_s=latency,
+            metadata={"attempts": attempts},
+        )
+
+
+def render_messages(
+    messages: Sequence[ChatMessage], *, max_side: int | None = None
+) -> list[dict[str, Any]]:
+    """OpenAI chat messages with every image as a base64 data URL (http URLs pass through).
+
+    Raises:
+        ImageLoadError: An image cannot be read or decoded.
+    """
+
+    def image_url(ref: ImageRef) -> str:
+        return to_data_url(ref, max_side=max_side)
+
+    return [message.to_openai(image_url=image_url) for message in messages]
+
+
+def chat_completion_body(
+    request: InferenceRequest,
+    config: OpenAICompatibleRunnerConfig,
+    *,
+    messages: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The JSON body of `POST /v1/chat/completions` for one request.
+
+    Args:
+        request: The request.
+        config: Model, constraint style, log-prob and extra-body settings.
+        messages: Already rendered messages; None renders them here (images encoded with
+            the config's `max_image_side`, or the model's native size).
+
+    Raises:
+        ImageLoadError: An image cannot be read (only when `messages` is None).
+    """
+    if messages is None:
+        side = config.max_image_side
+        max_side = native_size(config.model) if side is None else (side or None)
+        messages = render_messages(request.messages, max_side=max_side)
+    params = request.params
+    body: dict[str, Any] = {
+        "model": config.model,
+        "messages": messages,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        config.max_tokens_field: params.max_tokens,
+    }
+    if params.seed is not None:
+        body["seed"] = params.seed
+    if params.stop:
+        body["stop"] = list(params.stop)
+    if params.logprobs or config.logprobs:
+        body["logprobs"] = True
+        if config.top_logprobs:
+            body["top_logprobs"] = config.top_logprobs
+    if request.constraint is not None:
+        if config.structured_outputs == "response_format":
+            body["response_format"] = to_openai_response_format(request.constraint)
+        elif config.structured_outputs == "vllm":
+            body.update(to_vllm_server_extra_body(request.constraint))
+    body.update(config.extra_body)
+    return body
+
+
+def completion_to_response(
+    record_id: str,
+    payload: Any,
+    *,
+    constraint: LabelConstraint | None = None,
+    structured_outputs: Literal["response_format", "vllm", "none"] = "response_format",
+    latency_s: float | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> InferenceResponse:
+    """Map a chat-completion JSON body onto an `InferenceResponse`.
+
+    Text, finish reason and usage are copied; a refusal becomes the text (flagged in
+    metadata); in choice mode over `response_format`, `{"label": "X"}` becomes `X` (the raw
+    JSON is kept in metadata); label scores come from `logprobs` when a constraint names the
+    labels. A body without `choices[0].message` becomes a `request_failed` error.
+    """
+    metadata = dict(metadata or {})
+    if not _has_message(payload):
+        return InferenceResponse.failure(
+            record_id,
+            "request_failed",
+            "the answer has no choices[0].message",
+            latency_s=latency_s,
+            metadata=metadata,
+        )
+    choice = payload["choices"][0]
+    message = choice["message"]
+    text = message.get("content")
+    if isinstance(payload.get("model"), str):
+        metadata["served_model"] = payload["model"]
+    if text is None and message.get("refusal"):
+        text = str(message["refusal"])
+        metadata["refusal"] = True
+    if (
+        isinstance(text, str)
+        and constraint is not None
+        and constraint.mode == "choice"
+        and structured_outputs == "response_format"
+    ):
+        text = _unwrap_choice(text, constraint, metadata)
+    label_scores = None
+    logprobs = choice.get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if constraint is not None and isinstance(content, list) and content:
+        try:
+            label_scores = label_scores_from_top_logprobs(content, constraint.labels)
+        except (KeyError, TypeError, ValueError) as exc:
+            logger.debug("record %s: unusable logprobs (%s)", record_id, exc)
+    finish_reason = choice.get("finish_reason")
+    return InferenceResponse(
+        record_id=record_id,
+        text=text if isinstance(text, str) else None,
+        finish_reason=finish_reason if isinstance(finish_reason, str) else None,
+        usage=_usage(payload.get("usage")),
+        label_scores=label_scores,
+        latency_s=latency_s,
+        metadata=metadata,
+    )
+
+
+def _chat_url(base_url: str) -> str:
+    """`…/v1` → `…/v1/chat/completions`; a bare host gets `/v1/chat/completions`."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"base_url {_public_url(base_url)!r} is not an http(s) URL; use e.g. "
+            "http://127.0.0.1:8000/v1"
+        )
+    path = parts.path.rstrip("/")
+    if path.endswith("/chat/completions"):
+        pass
+    elif not path:
+        path = "/v1/chat/completions"
+    else:
+        path += "/chat/completions"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def _public_url(url: str) -> str:
+    """The URL without user info or query string (either may carry a key)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds from `retry-after-ms` (OpenAI) or `Retry-After` (seconds or HTTP date)."""
+    milliseconds = response.headers.get("retry-after-ms")
+    if milliseconds is not None:
+        try:
+            return float(milliseconds) / 1000.0
+        except ValueError:
+            pass
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _has_message(payload: Any) -> bool:
+    if not isinstance(payload, dict):
+        return False
+    choices = payload.get("choices")
+    return (
+        isinstance(choices, list)
+        and bool(choices)
+        and isinstance(choices[0], dict)
+        and isinstance(choices[0].get("message"), dict)
+    )
+
+
+def _unwrap_choice(text: str, constraint: LabelConstraint, metadata: dict[str, Any]) -> str:
+    """`{"label": "X"}` → `X`: OpenAI has no choice constraint, so choice mode rides on JSON.
+
+    An answer that is not such an object is left as it is, so the pipeline sees that the
+    constraint was not applied.
+    """
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    label = payload.get("label") if isinstance(payload, dict) else payload
+    if isinstance(label, str) and label in constraint.labels:
+        metadata["raw_text"] = text
+        return label
+    return text
+
+
+def _usage(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    prompt = raw.get("prompt_tokens")
+    completion = raw.get("completion_tokens")
+    return Usage(
+        prompt_tokens=prompt if isinstance(prompt, int) else None,
+        completion_tokens=completion if isinstance(completion, int) else None,
+    )
+
+
+def _log_retry(record_id: str, state: RetryCallState, max_attempts: int) -> None:
+    outcome = state.outcome
+    error = outcome.exception() if outcome is not None else None
+    wait = state.next_action.sleep if state.next_action is not None else 0.0
+    logger.info(
+        "record %s: %s; retrying in %.2f s (attempt %d of %d)",
+        record_id,
+        error,
+        wait,
+        state.attempt_number + 1,
+        max_attempts,
+    )

@@ -1,0 +1,411 @@
+"""`VLLMRunner`: offline batch inference with `vllm.LLM.chat` on a local GPU.
+
+```
+requests ──chunk_size──▶ conversations (OpenAI format, images as data URLs or file://)
+         ──▶ LLM.chat(conversations, sampling_params=[SamplingParams(...) per request])
+         ──▶ RequestOutput.outputs[0] → text, finish_reason, token counts, label scores
+```
+
+Each chunk is one `LLM.chat` call (vLLM batches it internally with continuous batching), and
+its answers are yielded before the next chunk is read, so results stream to the run store.
+A record whose image cannot be read fails alone (`image_error`); if vLLM rejects a whole
+chunk (e.g. one prompt longer than `max_model_len`), the chunk is retried record by record
+so only the offending records fail.
+
+The calls follow the vLLM >= 0.11 API (checked against vllm-project/vllm `main`,
+`vllm/sampling_params.py` and `vllm/entrypoints/llm.py`): `StructuredOutputsParams(choice=…)`
+or `(json=…)` in `SamplingParams(structured_outputs=…)`; the pre-0.11 `guided_decoding` /
+`GuidedDecodingParams` were removed, and servers ignore the old `guided_choice` silently.
+
+Running it for real (Linux, CUDA GPU, `pip install "medbatch[vllm]"`):
+
+```python
+runner = VLLMRunner(model="google/medgemma-4b-it", max_model_len=8192)
+with runner:
+    result = classify(dataset, get_task("ecg"), runner, constrained=True)
+```
+
+or `[runner] kind = "vllm"` with the same keys in a run config. MedGemma is gated on the
+Hugging Face Hub: accept its licence and set `HF_TOKEN` first. Tests use the fake engine in
+`medbatch.testing.fake_vllm`; `pytest -m gpu tests/integration` runs the real one.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from medbatch.constraints import to_vllm_structured_outputs
+from medbatch.errors import ConfigError, ImageLoadError, MissingDependencyError, RunnerError
+from medbatch.images import native_size, to_data_url
+from medbatch.records import (
+    ChatMessage,
+    ImageRef,
+    InferenceRequest,
+    InferenceResponse,
+    TextPart,
+    Usage,
+)
+from medbatch.runners.base import BatchRunner, RunnerCapabilities, RunnerConfig
+from medbatch.scoring import label_scores_from_top_logprobs
+
+__all__ = ["VLLMRunner", "VLLMRunnerConfig", "fold_system_messages"]
+
+logger = logging.getLogger(__name__)
+
+_DEFAULT_TOP_LOGPROBS = 5
+
+
+class VLLMRunnerConfig(RunnerConfig):
+    """Settings of `VLLMRunner` (`[runner] kind = "vllm"`).
+
+    Defaults suit MedGemma 4B in bf16 on one 24-80 GB GPU: a prompt, one image (256
+    tokens) and a 1k-token answer fit in 8k tokens of context.
+    """
+
+    model: str = Field(description="Hugging Face model id or local path.")
+    revision: str | None = Field(default=None, description="Model revision (branch, tag, sha).")
+    dtype: Literal["bfloat16", "float16", "float32", "auto"] = Field(
+        default="bfloat16", description="Weights and activations dtype (Gemma 3 needs bf16)."
+    )
+    max_model_len: int | None = Field(
+        default=8192, ge=1, description="Context length; smaller leaves more KV-cache room."
+    )
+    gpu_memory_utilization: float = Field(
+        default=0.9, gt=0, le=1, description="Fraction of GPU memory vLLM may take."
+    )
+    limit_mm_per_prompt: dict[str, int] = Field(
+        default_factory=lambda: {"image": 1},
+        description="Most items per modality in one prompt (reserves encoder memory).",
+    )
+    tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs to shard over.")
+    chunk_size: int = Field(
+        default=256, ge=1, description="Requests per LLM.chat call (results stream per chunk)."
+    )
+    image_transport: Literal["data_url", "file"] = Field(
+        default="data_url",
+        description="data_url: base64 in the prompt (resized, EXIF applied); file: file:// "
+        "URLs of local images (needs allowed_local_media_path; sent as they are).",
+    )
+    allowed_local_media_path: str | None = Field(
+        default=None, description="Directory vLLM may read file:// images from."
+    )
+    seed: int = Field(default=0, description="Engine seed (per-request seeds come from params).")
+    logprobs: int = Field(
+        default=0,
+        ge=0,
+        le=20,
+        description="Top alternatives per token to return (label scores); 0: only when the "
+        "request's params ask, then 5.",
+    )
+    max_image_side: int | None = Field(
+        default=None,
+        ge=0,
+        description="Shrink data-URL images to this side; None: the model's native size if "
+        "known; 0: never shrink.",
+    )
+    fold_system: bool | None = Field(
+        default=None,
+        description="Fold system text into the first user turn; None: yes for Gemma models.",
+    )
+    trust_remote_code: bool = Field(default=False, description="Run model code from the Hub.")
+    enforce_eager: bool = Field(
+        default=False, description="Skip CUDA graphs (slower, starts faster, less memory)."
+    )
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict, description="Extra keyword arguments for vllm.LLM(...)."
+    )
+
+
+def fold_system_messages(messages: Sequence[ChatMessage]) -> tuple[ChatMessage, ...]:
+    """Merge system messages into the first user turn, for models with no system role.
+
+    Gemma 3 (and MedGemma) has no system role: the text goes before the first user text,
+    separated by a blank line, the way Gemma's own chat template does it.
+
+    Example:
+        >>> folded = fold_system_messages([ChatMessage.text("system", "Be brief."),
+        ...                                ChatMessage.text("user", "Classify.")])
+        >>> [m.role for m in folded], folded[0].text_content
+        (['user'], 'Be brief.\\n\\nClassify.')
+    """
+    system = [m.text_content for m in messages if m.role == "system"]
+    rest = [m for m in messages if m.role != "system"]
+    if not system:
+        return tuple(messages)
+    prefix = "\n\n".join(text for text in system if text)
+    for index, message in enumerate(rest):
+        if message.role != "user":
+            continue
+        parts = list(message.content)
+        first_text = next((i for i, p in enumerate(parts) if isinstance(p, TextPart)), None)
+        if first_text is None:
+            parts.insert(0, TextPart(text=prefix))
+        else:
+            original = parts[first_text]
+            assert isinstance(original, TextPart)
+            parts[first_text] = TextPart(text=f"{prefix}\n\n{original.text}")
+        rest[index] = ChatMessage(role="user", content=tuple(parts))
+        return tuple(rest)
+    return (ChatMessage.text("user", prefix), *rest)
+
+
+def _import_vllm() -> tuple[Any, Any, Any]:
+    """`(vllm, SamplingParams, StructuredOutputsParams)`, or the install hint."""
+    try:
+        import vllm
+        from vllm.sampling_params import SamplingParams, StructuredOutputsParams
+    except ImportError as exc:
+        raise MissingDependencyError("VLLMRunner", "vllm", "vllm") from exc
+    return vllm, SamplingParams, StructuredOutputsParams
+
+
+class VLLMRunner(BatchRunner):
+    """Classify with an in-process vLLM engine (see the module docs).
+
+    Args:
+        llm: An engine to use instead of building `vllm.LLM` at `start` (tests, or an
+            engine shared between runners).
+        **settings: Fields of `VLLMRunnerConfig`.
+
+    Raises:
+        ConfigError: `image_transport="file"` without `allowed_local_media_path`.
+    """
+
+    name: ClassVar[str] = "vllm"
+    config_class: ClassVar[type[RunnerConfig] | None] = VLLMRunnerConfig
+    capabilities = RunnerCapabilities(
+        batching=True,
+        constrained_decoding=True,
+        label_scores=True,
+        image_inputs=frozenset({"bytes", "url"}),
+        expensive=True,
+    )
+
+    def __init__(self, *, llm: Any | None = None, **settings: Any) -> None:
+        self.config = VLLMRunnerConfig(**settings)
+        cfg = self.config
+        if cfg.image_transport == "file" and not cfg.allowed_local_media_path:
+            raise ConfigError(
+                'image_transport="file" needs allowed_local_media_path: the directory vLLM '
+                "may read images from (e.g. the dataset root)"
+            )
+        self.model_id = f"{cfg.model}@{cfg.revision}" if cfg.revision else cfg.model
+        self.batch_size = cfg.chunk_size
+        side = cfg.max_image_side
+        self._max_side = native_size(cfg.model) if side is None else (side or None)
+        self._fold = "gemma" in cfg.model.lower() if cfg.fold_system is None else cfg.fold_system
+        self._media_root = (
+            Path(cfg.allowed_local_media_path).resolve() if cfg.allowed_local_media_path else None
+        )
+        self._llm = llm
+        self._owns_llm = llm is None
+        self._sampling_params: Any = None
+        self._structured_outputs: Any = None
+        self._vllm_version: str | None = None
+
+    @classmethod
+    def from_config(cls, config: RunnerConfig) -> VLLMRunner:
+        """Build from a `VLLMRunnerConfig`."""
+        return cls(**config.model_dump())
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments `start` passes to `vllm.LLM`."""
+        cfg = self.config
+        kwargs: dict[str, Any] = {
+            "model": cfg.model,
+            "dtype": cfg.dtype,
+            "gpu_memory_utilization": cfg.gpu_memory_utilization,
+            "limit_mm_per_prompt": dict(cfg.limit_mm_per_prompt),
+            "tensor_parallel_size": cfg.tensor_parallel_size,
+            "seed": cfg.seed,
+            "trust_remote_code": cfg.trust_remote_code,
+            "enforce_eager": cfg.enforce_eager,
+        }
+        if cfg.revision is not None:
+            kwargs["revision"] = cfg.revision
+        if cfg.max_model_len is not None:
+            kwargs["max_model_len"] = cfg.max_model_len
+        if self._media_root is not None:
+            kwargs["allowed_local_media_path"] = str(self._media_root)
+        if cfg.logprobs:
+            kwargs["max_logprobs"] = max(cfg.logprobs, _DEFAULT_TOP_LOGPROBS)
+        kwargs.update(cfg.engine_args)
+        return kwargs
+
+    def start(self) -> None:
+        """Import vLLM and load the model onto the GPU (minutes). Idempotent.
+
+        Raises:
+            MissingDependencyError: vLLM is not installed.
+            RunnerError: The engine failed to start (no GPU, out of memory, gated model).
+        """
+        vllm, self._sampling_params, self._structured_outputs = _import_vllm()
+        self._vllm_version = getattr(vllm, "__version__", None)
+        if self._llm is not None:
+            return
+        kwargs = self.engine_kwargs()
+        logger.info("starting vLLM %s with %s", self._vllm_version, kwargs["model"])
+        try:
+            self._llm = vllm.LLM(**kwargs)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise RunnerError(
+                f"vLLM could not start {kwargs['model']}: {exc}. Check the GPU (nvidia-smi), "
+                "gpu_memory_utilization / max_model_len, and HF_TOKEN for gated models"
+            ) from exc
+        self._owns_llm = True
+
+    def close(self) -> None:
+        """Drop the engine (its GPU memory is freed once nothing else holds it)."""
+        if self._owns_llm and self._llm is not None:
+            self._llm = None
+            gc.collect()
+
+    def describe(self) -> dict[str, Any]:
+        """Runner facts for the manifest (engine settings and the vLLM version)."""
+        return {
+            **super().describe(),
+            "vllm_version": self._vllm_version,
+            "max_image_side": self._max_side,
+            "fold_system": self._fold,
+            **self.config.model_dump(mode="json"),
+        }
+
+    # -- one chunk -------------------------------------------------------------------------
+
+    def _run_batch(self, requests: Sequence[InferenceRequest]) -> Iterable[InferenceResponse]:
+        if self._llm is None or self._sampling_params is None:
+            self.start()
+        conversations: list[list[dict[str, Any]]] = []
+        params: list[Any] = []
+        ready: list[InferenceRequest] = []
+        for request in requests:
+            try:
+                conversation = self._conversation(request)
+            except ImageLoadError as exc:
+                yield InferenceResponse.failure(
+                    request.record_id, "image_error", str(exc), retryable=False
+                )
+                continue
+            conversations.append(conversation)
+            params.append(self._params(request))
+            ready.append(request)
+        if ready:
+            yield from self._generate(ready, conversations, params)
+
+    def _generate(
+        self,
+        requests: Sequence[InferenceRequest],
+        conversations: list[list[dict[str, Any]]],
+        params: list[Any],
+    ) -> Iterator[InferenceResponse]:
+        llm = self._llm
+        assert llm is not None
+        started = time.perf_counter()
+        try:
+            outputs = llm.chat(conversations, sampling_params=params, use_tqdm=False)
+        except (ValueError, RuntimeError, TypeError, KeyError) as exc:
+            if len(requests) == 1:
+                yield InferenceResponse.failure(
+                    requests[0].record_id,
+                    "runner_error",
+                    f"vLLM rejected this record: {type(exc).__name__}: {exc}",
+                    latency_s=time.perf_counter() - started,
+                )
+                return
+            logger.warning(
+                "vLLM rejected a chunk of %d (%s); retrying record by record", len(requests), exc
+            )
+            for one in range(len(requests)):
+                yield from self._generate(
+                    requests[one : one + 1], conversations[one : one + 1], params[one : one + 1]
+                )
+            return
+        # Offline batching has no per-request clock: each record gets its share of the call.
+        latency = (time.perf_counter() - started) / len(requests)
+        for request, output in zip(requests, outputs, strict=True):
+            yield self._response(request, output, latency)
+
+    def _conversation(self, request: InferenceRequest) -> list[dict[str, Any]]:
+        messages = fold_system_messages(request.messages) if self._fold else request.messages
+        return [message.to_openai(image_url=self._image_url) for message in messages]
+
+    def _image_url(self, ref: ImageRef) -> str:
+        if self.config.image_transport == "file" and ref.path is not None:
+            path = ref.path.resolve()
+            if self._media_root is not None and path.is_relative_to(self._media_root):
+                if not path.is_file():
+                    raise ImageLoadError(f"image file {ref.path} does not exist")
+                return path.as_uri()
+        return to_data_url(ref, max_side=self._max_side)
+
+    def _params(self, request: InferenceRequest) -> Any:
+        """`SamplingParams` for one request (keyword names as in vLLM >= 0.11)."""
+        p = request.params
+        kwargs: dict[str, Any] = {
+            "temperature": p.temperature,
+            "top_p": p.top_p,
+            "max_tokens": p.max_tokens,
+            "seed": p.seed,
+        }
+        if p.stop:
+            kwargs["stop"] = list(p.stop)
+        top_k = self.config.logprobs or (_DEFAULT_TOP_LOGPROBS if p.logprobs else 0)
+        if top_k:
+            kwargs["logprobs"] = top_k
+        if request.constraint is not None:
+            kwargs["structured_outputs"] = self._structured_outputs(
+                **to_vllm_structured_outputs(request.constraint)
+            )
+        return self._sampling_params(**kwargs)
+
+    def _response(
+        self, request: InferenceRequest, output: Any, latency: float
+    ) -> InferenceResponse:
+        completion = output.outputs[0]
+        prompt_ids = getattr(output, "prompt_token_ids", None)
+        token_ids = getattr(completion, "token_ids", None)
+        label_scores = None
+        if request.constraint is not None and getattr(completion, "logprobs", None):
+            content = _openai_logprobs(completion)
+            try:
+                label_scores = label_scores_from_top_logprobs(content, request.constraint.labels)
+            except ValueError as exc:
+                logger.debug("record %s: unusable logprobs (%s)", request.record_id, exc)
+        return InferenceResponse(
+            record_id=request.record_id,
+            text=completion.text,
+            finish_reason=completion.finish_reason,
+            usage=Usage(
+                prompt_tokens=len(prompt_ids) if prompt_ids is not None else None,
+                completion_tokens=len(token_ids) if token_ids is not None else None,
+            ),
+            label_scores=label_scores,
+            latency_s=latency,
+        )
+
+
+def _openai_logprobs(completion: Any) -> list[dict[str, Any]]:
+    """vLLM's per-token `{token_id: Logprob}` dicts as OpenAI `logprobs.content` items."""
+    content = []
+    for token_id, step in zip(completion.token_ids, completion.logprobs, strict=False):
+        chosen = step.get(token_id)
+        ranked = sorted(step.values(), key=lambda lp: -lp.logprob)
+        content.append(
+            {
+                "token": (chosen.decoded_token if chosen is not None else None) or "",
+                "logprob": chosen.logprob if chosen is not None else ranked[0].logprob,
+                "top_logprobs": [
+                    {"token": lp.decoded_token or "", "logprob": lp.logprob} for lp in ranked
+                ],
+            }
+        )
+    return content
