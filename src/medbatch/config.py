@@ -22,7 +22,6 @@ temperature = 0.0
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medbatch.datasets.base import Dataset
 from medbatch.errors import ConfigError
+from medbatch.files import read_toml
 from medbatch.records import GenerationParams
 from medbatch.registry import DATASETS, RUNNERS
 from medbatch.runners.base import BatchRunner, RunnerConfig
@@ -148,14 +148,7 @@ def load_config(path: str | Path) -> RunConfig:
         ConfigError: Missing file, invalid TOML or invalid settings, with the key named.
     """
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file {path} does not exist") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    raw = read_toml(path, "config file")
     base = path.parent
     task_table = raw.get("task")
     if isinstance(task_table, dict) and str(task_table.get("name", "")).endswith(".toml"):

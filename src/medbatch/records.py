@@ -23,6 +23,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medbatch.errors import ImageLoadError
+from medbatch.files import sha256_file
 
 __all__ = [
     "AnswerStatus",
@@ -46,14 +47,6 @@ _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ImageRef(BaseModel):
@@ -175,7 +168,7 @@ class ImageRef(BaseModel):
             return _sha256(self.data)
         if self.path is not None:
             try:
-                return _sha256_file(self.path)
+                return sha256_file(self.path)
             except OSError as exc:
                 raise ImageLoadError(f"cannot read image file {self.path}: {exc}") from exc
         if self.checksum:

@@ -21,7 +21,6 @@ root/mi/c.jpg          ─┴─ 1 PUT ─▶ @STAGE/prefix/mi/c-0be2c4d5e6f7.jp
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import tempfile
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medbatch.files import sha256_file
 from medbatch.snowflake import SnowflakeStageError
 from medbatch.snowflake.identifiers import StageLocation
 
@@ -98,14 +98,6 @@ def list_stage(session: Any, location: StageLocation) -> list[StageFile]:
     return files
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def content_addressed_name(path: Path, sha256: str | None = None) -> str:
     """`<stem>-<24 hex of sha256><suffix>`: readable, and unique to the bytes.
 
@@ -113,7 +105,7 @@ def content_addressed_name(path: Path, sha256: str | None = None) -> str:
         >>> content_addressed_name(Path("Normal(1).JPG"), "ab" * 32)
         'Normal_1_-abababababababababababab.jpg'
     """
-    digest = sha256 or _sha256_file(path)
+    digest = sha256 or sha256_file(path)
     stem = _SAFE_STEM.sub("_", path.stem)[:80] or "image"
     return f"{stem}-{digest[:24]}{path.suffix.lower()}"
 

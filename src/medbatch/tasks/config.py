@@ -49,7 +49,6 @@ Example:
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -57,6 +56,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from medbatch.errors import ConfigError
+from medbatch.files import read_toml
 from medbatch.labels import LabelSet
 from medbatch.parsing.base import LabelParser
 from medbatch.prompts.base import PromptTemplate
@@ -96,14 +96,7 @@ def load_task_file(path: str | Path) -> Task:
             invalid; the message names the file and the key (e.g. `prompts.cot-v1.user`).
     """
     path = Path(path).expanduser()
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"task file {path} does not exist") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read task file {path}: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"task file {path} is not valid TOML: {exc}") from exc
+    raw = read_toml(path, "task file")
     return task_from_mapping(raw, base_dir=path.parent, source=str(path))
 
 

@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
+from medbatch.testing.answers import last_label_named
+
 __all__ = [
     "SAMPLING_PARAMS_KEYWORDS",
     "ChatCall",
@@ -425,12 +427,12 @@ class FakeLLM:
         constraint = params.structured_outputs
         if constraint is not None and constraint.choice is not None:
             labels = tuple(constraint.choice)
-            text = text if text in labels else _last_named(text, labels) or labels[0]
+            text = text if text in labels else last_label_named(text, labels) or labels[0]
         elif constraint is not None and isinstance(constraint.json, dict):
             enum = constraint.json.get("properties", {}).get("label", {}).get("enum")
             if enum:
                 labels = tuple(enum)
-                label = _last_named(text, labels) or labels[0]
+                label = last_label_named(text, labels) or labels[0]
                 text = '{"label": "' + label + '"}'
         tokens = _TOKEN_PATTERN.findall(text)
         finish_reason = "stop"
@@ -458,15 +460,6 @@ class FakeLLM:
                 )
             ],
         )
-
-
-def _last_named(text: str, labels: Sequence[str]) -> str | None:
-    best: tuple[int, str] | None = None
-    for label in labels:
-        for match in re.finditer(rf"(?<!\w){re.escape(label)}(?!\w)", text):
-            if best is None or match.start() > best[0]:
-                best = (match.start(), label)
-    return best[1] if best else None
 
 
 def _token_id(token: str) -> int:

@@ -59,6 +59,7 @@ from medbatch.records import (
     TextPart,
 )
 from medbatch.runners.base import BatchRunner
+from medbatch.testing.answers import last_label_named
 
 __all__ = ["DEFAULT_FAULTS", "AnswerFn", "BackendFn", "OpenAITestServer", "request_from_body"]
 
@@ -142,20 +143,11 @@ def _coerce(text: str, constraint: LabelConstraint, *, choice: bool) -> str:
             payload = None
         if isinstance(payload, dict) and payload.get("label") in constraint.labels:
             return stripped
-    label = _last_label_named(text, constraint.labels) or constraint.labels[0]
+    label = last_label_named(text, constraint.labels) or constraint.labels[0]
     if choice:
         return label
     answer = {"reasoning": "", "label": label} if constraint.reasoning else {"label": label}
     return json.dumps(answer)
-
-
-def _last_label_named(text: str, labels: Sequence[str]) -> str | None:
-    best: tuple[int, str] | None = None
-    for label in labels:
-        for match in re.finditer(rf"(?<!\w){re.escape(label)}(?!\w)", text):
-            if best is None or match.start() > best[0]:
-                best = (match.start(), label)
-    return best[1] if best else None
 
 
 def _redact_images(body: Any) -> Any:
