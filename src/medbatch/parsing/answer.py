@@ -38,10 +38,12 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import IntEnum
+from typing import NamedTuple
 
 from medbatch.labels import LabelSet, fold_label_text
 from medbatch.parsing.base import LabelParser
@@ -74,29 +76,64 @@ _FINAL_ZONE_CHARS = 2500
 
 # --- cue phrases (plain English, task-independent) ---------------------------------------
 
+# Lookbehinds sit after a literal word, not before it: a pattern that starts with a literal
+# is searched for with a fast string scan instead of being tried at every position.
 _FINAL_CUE = re.compile(
-    r"\bfinal\s+(?:ecg\s+|overall\s+)?(?:classification|diagnosis|answer|verdict|"
+    r"final(?<!\wfinal)\s+(?:ecg\s+|overall\s+)?(?:classification|diagnosis|answer|verdict|"
     r"interpretation|impression|assessment|conclusion|category|label|result|decision)\b",
     re.IGNORECASE,
 )
+
+
+def _words(alternatives: list[str]) -> str:
+    """`\\b(?:alternatives)`, rewritten so that the regex engine can scan for it quickly.
+
+    Each alternative starts with a lower-case letter. They are nested by that letter, in
+    their order (`c(?:lassification|onclusion)|d(?:iagnosis)`), and the word boundary is
+    checked after the letter: a pattern that starts with literal characters is searched
+    for by scanning for them, while one that starts with `\\b` is tried at every position.
+    """
+    by_letter: dict[str, list[str]] = {}
+    for alternative in alternatives:
+        by_letter.setdefault(alternative[0], []).append(alternative[1:])
+    # `(?<!\w.)` after the letter is `\b` before it: no word character comes before.
+    return (
+        "(?:"
+        + "|".join(f"{letter}(?<!\\w.)(?:{'|'.join(rests)})" for letter, rests in by_letter.items())
+        + ")"
+    )
+
+
 _STATED_CUE = re.compile(
-    r"\b(?:"
-    r"(?<!differential\s)classification"
-    r"|classif(?:y|ied|ying)(?:\s+(?:this|the|it|as))?(?:\s+(?:ecg|ekg|tracing|image|study))?"
-    r"(?:\s+as)?"
-    r"|categori[sz](?:e|ed)\s+as|best\s+(?:described|categori[sz]ed)\s+as"
-    r"|falls?\s+(?:into|under)|(?<!differential\s)diagnosis|impression|conclusion"
-    r"|in\s+summary|summary|verdict|answer|assessment"
-    r"|boxed|label|category"
-    r")\b",
+    _words(
+        [
+            r"classification(?<!differential\sclassification)",
+            r"classif(?:y|ied|ying)(?:\s+(?:this|the|it|as))?"
+            r"(?:\s+(?:ecg|ekg|tracing|image|study))?(?:\s+as)?",
+            r"categori[sz](?:e|ed)\s+as",
+            r"best\s+(?:described|categori[sz]ed)\s+as",
+            r"falls?\s+(?:into|under)",
+            r"diagnosis(?<!differential\sdiagnosis)",
+            *("impression", "conclusion", r"in\s+summary", "summary", "verdict", "answer"),
+            *("assessment", "boxed", "label", "category"),
+        ]
+    )
+    + r"\b",
     re.IGNORECASE,
 )
+_VERB = r"\s+(?:(?:ecg|ekg|tracing|image|study|rhythm)\s+)?(?:is|shows|demonstrates|represents)"
 _PHRASE_CUE = re.compile(
-    r"\b(?:consistent\s+with|suggestive\s+of|indicative\s+of|compatible\s+with|"
-    r"diagnostic\s+of|in\s+keeping\s+with|represents?|most\s+likely|likely|probably|"
-    r"overall|therefore|thus|hence|(?:best\s+)?(?:fits?|matches)|"
-    r"appears\s+to\s+be|(?:this|the|it)\s+(?:(?:ecg|ekg|tracing|image|study|rhythm)\s+)?"
-    r"(?:is|shows|demonstrates|represents))\b",
+    _words(
+        [
+            *(r"consistent\s+with", r"suggestive\s+of", r"indicative\s+of"),
+            *(r"compatible\s+with", r"diagnostic\s+of", r"in\s+keeping\s+with"),
+            *("represents?", r"most\s+likely", "likely", "probably", "overall", "therefore"),
+            *("thus", "hence", r"best\s+(?:fits?|matches)", "fits?", "matches"),
+            r"appears\s+to\s+be",
+            *(f"this{_VERB}", f"the{_VERB}", f"it{_VERB}"),
+        ]
+    )
+    + r"\b",
     re.IGNORECASE,
 )
 
@@ -147,19 +184,19 @@ _HEDGE_BEFORE = re.compile(
     re.IGNORECASE,
 )
 _NEGATION_AFTER = re.compile(
-    r"^[ \t\"')\]]*[:\-–—]?[ \t]*(?:is|are|was|were|has\s+been|seems?|appears?)?[ \t]*"
+    r"[ \t\"')\]]*[:\-–—]?[ \t]*(?:is|are|was|were|has\s+been|seems?|appears?)?[ \t]*"
     r"(?:not\b|ruled\s+out|excluded|unlikely|less\s+likely|absent|inappropriate)",
     re.IGNORECASE,
 )
 _HEDGE_AFTER = re.compile(
-    r"^[ \t\"')\]]*,?[ \t]*(?:(?:cannot|can\s*not|can'?t)\s+be\s+"
+    r"[ \t\"')\]]*,?[ \t]*(?:(?:cannot|can\s*not|can'?t)\s+be\s+"
     r"(?:entirely\s+|completely\s+|fully\s+)?(?:excluded|ruled\s+out)|(?:is|are|remains?)\s+(?:also\s+)?(?:possible|a\s+possibility)|"
     r"(?:should|could|may|might)\s+(?:also\s+)?be\s+considered|was\s+considered|"
     r"in\s+the\s+differential|pattern|changes|criteria)",
     re.IGNORECASE,
 )
 _LIST_SEPARATOR = re.compile(
-    r"^[\s,;/|()\[\]\"'.:\-–—]*(?:(?:or|and|and/or|vs\.?|versus)[\s,;/|()\[\]\"'.:\-–—]*)?$",
+    r"[\s,;/|()\[\]\"'.:\-–—]*(?:(?:or|and|and/or|vs\.?|versus)[\s,;/|()\[\]\"'.:\-–—]*)?$",
     re.IGNORECASE,
 )
 _NEGATED_LIST = re.compile(r"[ \t]*(?:/|or|nor|and/or)[ \t]*$", re.IGNORECASE)
@@ -174,7 +211,7 @@ _CHECK_NO = re.compile(r"[\s:=\-–—|]*(?:no\b|✗|✘|☐|❌|\[ \]|\( \))", 
 # which the regex engine scans for quickly, rather than as an alternation.
 _SENTENCE_END = re.compile(r"[\n.!?;](?:(?<=\n)|(?=\s))")
 _REFUSAL = re.compile(
-    r"\b(?:I(?:'m|\s+am)\s+(?:sorry|unable|not\s+able)|I\s+(?:cannot|can'?t|can\s+not|"
+    r"\b(?:i(?:'m|\s+am)\s+(?:sorry|unable|not\s+able)|i\s+(?:cannot|can'?t|can\s+not|"
     r"won'?t|will\s+not)\s+(?:provide|interpret|classify|determine|make|give|offer|help|"
     r"analy[sz]e|assess|diagnose)|unable\s+to\s+(?:interpret|classify|determine|provide|"
     r"analy[sz]e|assess|read|make)|as\s+an\s+ai\b|not\s+(?:able|qualified)\s+to\s+"
@@ -224,13 +261,20 @@ _NOT_A_NOUN = frozenset(
 _SEPARATORS = r"[ \t_\-]"
 _SEPARATOR_CHAR = re.compile(r"[\s_\-]")
 _NEXT_WORD = re.compile(r"[ \t]+([A-Za-z][A-Za-z\-]*)")
-# What `_strip_markdown` drops. Each pattern starts with a fixed character or class so the
-# regex engine can skip to candidates quickly (one combined pattern with lookbehinds was
-# tried at every position and cost more than the rest of a parse).
-_MARKS = re.compile(r"[*`~#]+")
+# What `_strip_markdown` drops, but for quote marks: runs of `*`, backquote, `~` and `#`; the
+# backslash of an escaped markup character; runs of underscores, except a single one between
+# two letters/digits (POST_MI; `[^\W_]` is exactly `str.isalnum`). Written to start with one
+# character class, which the regex engine scans for quickly (3x faster than an alternation,
+# which is tried at every position), then told apart by the character just taken. One group,
+# so that `split` returns the dropped runs between the kept text.
 _ESCAPED_MARKUP = r"\\(?=[*_`#|\[\](){}~])"  # the backslash of an escaped markup char
-_ESCAPES = re.compile(_ESCAPED_MARKUP)
-_UNDERSCORES = re.compile(r"_+")
+_MARKUP = re.compile(
+    r"([*`~#\\_](?:"
+    r"(?<=[*`~#])[*`~#]*"  # a run of marks
+    r"|(?<=\\)(?=[*_`#|\[\](){}~])"  # a backslash escaping markup
+    r"|(?<=_)(?:_+|(?<![^\W_]_)|(?![^\W_]))"  # underscores, unless one inside a word
+    r"))"
+)
 # A line start up to its last `>` quote mark, over characters that are dropped or blank.
 _QUOTE_PREFIX = re.compile(r"^(?:[*`~#>_|]|" + _ESCAPED_MARKUP + r"|[^\S\n])*>", re.MULTILINE)
 # Characters that re.IGNORECASE equates with an ASCII letter but `str.lower()` does not map
@@ -241,16 +285,98 @@ _FOLDS_ONTO_ASCII = re.compile("[\u0130\u0131\u017f\u212a]")
 _GAP_WORD = (
     r"(?:(?!(?:and|or|with|without|no|not|new|but|vs|versus|than|of|is|are|was|were|the|an?|"
     r"to|in|on|at|from|by|as|indicat\w*|suggest\w*|consistent|show\w*)\b)"
-    r"[A-Za-z0-9][A-Za-z0-9'/\-]*[ \t]+)"
+    r"[A-Za-z0-9][A-Za-z0-9'/\-]*+[ \t]++)"
 )
+
+
+@dataclass(frozen=True)
+class _Grammar:
+    """The case-insensitive cue patterns, in one of two compilations.
+
+    `re.IGNORECASE` costs 2-3 times more per pattern than matching plain lower-case
+    literals, so the patterns are also compiled without it for use on `clean.lower()`. The
+    two readings agree on every text whose lower-casing is faithful (`_lowercase_is_faithful`:
+    same length, same word characters, ASCII letters only where IGNORECASE finds them;
+    checked over all of Unicode); other texts keep the IGNORECASE compilation.
+    """
+
+    final_cue: re.Pattern[str]
+    stated_cue: re.Pattern[str]
+    phrase_cue: re.Pattern[str]
+    clause_break: re.Pattern[str]
+    scope_terminator: re.Pattern[str]
+    negation_before: re.Pattern[str]
+    not_a_negation: re.Pattern[str]
+    double_negative: re.Pattern[str]
+    hedge_before: re.Pattern[str]
+    after: re.Pattern[str]  # group "hedge" or "negation", matched right after a mention
+    before: re.Pattern[str]  # a negation or a hedge: does the clause before need reading?
+    list_separator: re.Pattern[str]
+    negated_list: re.Pattern[str]
+    options_intro: re.Pattern[str]
+    check_yes: re.Pattern[str]
+    check_no: re.Pattern[str]
+    refusal: re.Pattern[str]
+
+    def for_lower_case(self) -> _Grammar:
+        """The same patterns without IGNORECASE, for lower-cased text."""
+        patterns = [getattr(self, field.name) for field in fields(self)]
+        # Every literal letter is written in lower case, so dropping the flag only changes
+        # what upper-case text would match.
+        assert not any(re.search(r"(?<!\\)(?<!\(\?)[A-Z]", p.pattern) for p in patterns)
+        return _Grammar(*(re.compile(p.pattern, p.flags & ~re.IGNORECASE) for p in patterns))
+
+
+_CASED = _Grammar(
+    _FINAL_CUE,
+    _STATED_CUE,
+    _PHRASE_CUE,
+    _CLAUSE_BREAK,
+    _SCOPE_TERMINATOR,
+    _NEGATION_BEFORE,
+    _NOT_A_NEGATION,
+    _DOUBLE_NEGATIVE,
+    _HEDGE_BEFORE,
+    # Hedge first: "X cannot be excluded" is a hedge, not "X ... excluded". One match instead
+    # of two, for every mention.
+    re.compile(f"(?P<hedge>{_HEDGE_AFTER.pattern})|(?P<negation>{_NEGATION_AFTER.pattern})", re.I),
+    # Finds something wherever either of the two finds something.
+    re.compile(f"(?:{_NEGATION_BEFORE.pattern})|(?:{_HEDGE_BEFORE.pattern})", re.I),
+    _LIST_SEPARATOR,
+    _NEGATED_LIST,
+    _OPTIONS_INTRO,
+    _CHECK_YES,
+    _CHECK_NO,
+    _REFUSAL,
+)
+_LOWER = _CASED.for_lower_case()
+
+
+@dataclass(frozen=True)
+class _Text:
+    """The cleaned answer with the text and patterns the cue searches run on."""
+
+    clean: str
+    folded: str  # `clean.lower()` where that is faithful, else `clean`
+    rx: _Grammar  # the compilation that reads `folded` case-insensitively
+
+    @classmethod
+    def of(cls, clean: str) -> _Text:
+        if _lowercase_is_faithful(clean):
+            return cls(clean, clean.lower(), _LOWER)
+        return cls(clean, clean, _CASED)
+
+    def sentence_end(self, position: int, default: int) -> int:
+        """End of the sentence holding `position` (after its closing mark), else `default`."""
+        found = _SENTENCE_END.search(self.clean, position)
+        return default if found is None else found.end()
 
 
 # --- working values ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Mention:
-    """A label mention in the cleaned text."""
+class _Mention(NamedTuple):
+    """A label mention in the cleaned text (a tuple: built several times per answer)."""
 
     label: str
     start: int
@@ -337,13 +463,14 @@ class FinalAnswerParser(LabelParser):
                 return from_json
 
         clean, index = _strip_markdown(text)
-        mentions = self._find_mentions(clean)
-        verdict = self._decide(clean, mentions, truncated=truncated)
+        cleaned = _Text.of(clean)
+        mentions = self._find_mentions(cleaned)
+        verdict = self._decide(cleaned, mentions, truncated=truncated)
         if verdict is not None:
             return self._result(text, clean, index, verdict)
         if truncated:
             return ParseResult(status=AnswerStatus.TRUNCATED, method="truncated")
-        refusal = _REFUSAL.search(clean)
+        refusal = cleaned.rx.refusal.search(cleaned.folded)
         if refusal is not None:
             return ParseResult(
                 status=AnswerStatus.REFUSAL,
@@ -371,83 +498,65 @@ class FinalAnswerParser(LabelParser):
 
     # --- mentions --------------------------------------------------------------------
 
-    def _find_mentions(self, clean: str) -> list[_Mention]:
+    def _find_mentions(self, text: _Text) -> list[_Mention]:
         table = self._mentions
+        clean = text.clean
         raw: list[tuple[str, int, int, bool]] = []
-        for match in table.matches(clean):
-            group = match.lastgroup
-            if group is None:
-                continue
-            matched = match.group()
-            if self._is_adjective(clean, match.end(), matched):
+        plain: list[bool] = []
+        for group, start, end in table.matches(text):
+            matched = clean[start:end]
+            is_plain = not matched.isupper() and not _SEPARATOR_CHAR.search(matched)
+            if is_plain and self._is_adjective(clean, end):
                 continue
             canonical = table.group_is_name[group] and (matched.isupper() or "_" in matched)
-            raw.append((table.group_label[group], match.start(), match.end(), canonical))
-        polarity: dict[int, tuple[bool, bool]] = {}
-        previous: tuple[int, int] | None = None  # (start, end) of the mention before
-        for _, start, end, _ in raw:
-            floor = previous[1] if previous else 0
-            negated, weak = _polarity(clean, start, end, floor)
-            # "not MI or POST_MI": a negation carries over a list of labels.
-            if (
-                previous is not None
-                and not weak
-                and polarity[previous[0]][0]
-                and _NEGATED_LIST.match(clean[previous[1] : start])
-            ):
-                negated = True
-            polarity[start] = (negated, weak)
-            previous = (start, end)
+            raw.append((table.group_label[group], start, end, canonical))
+            plain.append(is_plain)
+        polarity = _polarities(text, raw)
         # Negated mentions ("- NORMAL: excluded") cannot make a line look like an option.
-        in_options = _option_positions(clean, [m for m in raw if not polarity[m[1]][0]])
-        mentions = []
-        for label, start, end, canonical in raw:
-            negated, weak = polarity[start]
-            matched = clean[start:end]
-            plain = not matched.isupper() and not _SEPARATOR_CHAR.search(matched)
-            mentions.append(
-                _Mention(label, start, end, canonical, plain, negated, weak, start in in_options)
+        in_options = _option_positions(
+            text, [m for m, (negated, _) in zip(raw, polarity, strict=True) if not negated]
+        )
+        return [
+            _Mention(label, start, end, canonical, is_plain, negated, weak, start in in_options)
+            for (label, start, end, canonical), is_plain, (negated, weak) in zip(
+                raw, plain, polarity, strict=True
             )
-        return mentions
+        ]
 
     @staticmethod
-    def _is_adjective(clean: str, end: int, matched: str) -> bool:
-        """`normal sinus rhythm`: a one-word label in lower case followed by a noun."""
-        if matched.isupper() or _SEPARATOR_CHAR.search(matched):
-            return False
+    def _is_adjective(clean: str, end: int) -> bool:
+        """`normal sinus rhythm`: a one-word label in lower case (`plain`) followed by a noun."""
         following = _NEXT_WORD.match(clean, end)
         return following is not None and following.group(1).lower() not in _NOT_A_NOUN
 
     # --- zones and the decision ------------------------------------------------------
 
     def _decide(  # noqa: PLR0911 - one return per tier reads better than a flag
-        self, clean: str, mentions: list[_Mention], *, truncated: bool
+        self, text: _Text, mentions: list[_Mention], *, truncated: bool
     ) -> _Verdict | None:
         considered = [m for m in mentions if m.considered]
         if not considered:
             return None
         starts = [m.start for m in considered]
-        boundaries = [m.end() for m in _SENTENCE_END.finditer(clean)]
+        clean, folded, rx = text.clean, text.folded, text.rx
 
-        final_cues = list(_FINAL_CUE.finditer(clean))
+        final_cues = list(rx.final_cue.finditer(folded))
         zone_ends = [cue.start() for cue in final_cues[1:]] + [len(clean)]
         final_zones = [
             (cue.end(), min(zone_end, cue.end() + _FINAL_ZONE_CHARS))
             for cue, zone_end in zip(final_cues, zone_ends, strict=False)
         ]
-        verdict = self._last_zone_verdict(_Tier.FINAL, final_zones, considered, starts, boundaries)
+        verdict = self._last_zone_verdict(_Tier.FINAL, final_zones, considered, starts, text)
         if verdict is not None:
-            return self._accept(verdict, clean, truncated)
+            return self._accept(verdict, text, truncated)
 
         stated_zones = [
             (cue.end(), min(len(clean), cue.end() + _STATED_ZONE_CHARS))
-            for cue in _STATED_CUE.finditer(clean)
+            for cue in rx.stated_cue.finditer(folded)
         ]
-        verdict = self._last_zone_verdict(
-            _Tier.STATED, stated_zones, considered, starts, boundaries
-        )
+        verdict = self._last_zone_verdict(_Tier.STATED, stated_zones, considered, starts, text)
         if verdict is not None:
-            return self._accept(verdict, clean, truncated)
+            return self._accept(verdict, text, truncated)
         if truncated:
             # An answer cut short may still be weighing options; only explicit verdicts count.
             return None
@@ -455,16 +564,14 @@ class FinalAnswerParser(LabelParser):
         phrase_zones = [
             (
                 cue.end(),
-                min(
-                    _sentence_end(cue.end(), boundaries, len(clean)), cue.end() + _PHRASE_ZONE_CHARS
-                ),
+                min(text.sentence_end(cue.end(), len(clean)), cue.end() + _PHRASE_ZONE_CHARS),
             )
-            for cue in _PHRASE_CUE.finditer(clean)
+            for cue in rx.phrase_cue.finditer(folded)
         ]
         verdicts = [
             v
             for zone in phrase_zones
-            if (v := _zone_verdict(_Tier.PHRASE, zone, considered, starts, boundaries))
+            if (v := _zone_verdict(_Tier.PHRASE, zone, considered, starts, text))
         ]
         # A weak cue with a hedged mention ("consistent with T waves, an early sign of X")
         # is a description of findings, not a verdict.
@@ -487,10 +594,10 @@ class FinalAnswerParser(LabelParser):
         return None
 
     @staticmethod
-    def _accept(verdict: _Verdict, clean: str, truncated: bool) -> _Verdict | None:
+    def _accept(verdict: _Verdict, text: _Text, truncated: bool) -> _Verdict | None:
         # In a cut-off answer the verdict word itself may be cut ("POST" of "POST_MI"); trust
         # it only when the answer went on after it.
-        if truncated and not clean[verdict.end :].strip():
+        if truncated and not text.clean[verdict.end :].strip():
             return None
         return verdict
 
@@ -500,11 +607,11 @@ class FinalAnswerParser(LabelParser):
         zones: list[tuple[int, int]],
         considered: list[_Mention],
         starts: list[int],
-        boundaries: list[int],
+        text: _Text,
     ) -> _Verdict | None:
         """The last zone's verdict, preferring zones that assert a label outright."""
         verdicts = [
-            v for zone in zones if (v := _zone_verdict(tier, zone, considered, starts, boundaries))
+            v for zone in zones if (v := _zone_verdict(tier, zone, considered, starts, text))
         ]
         strong = [v for v in verdicts if not v.weak]
         if strong:
@@ -524,7 +631,7 @@ class _MentionTable:
     main cost, so when the set allows it `starts` finds the few word starts where the
     lower-cased text begins with the first word of some phrase, and only the alternatives
     that can begin with that word (`by_first_word`, same order, same group names) are
-    tried there.
+    tried there, on the lower-cased text without IGNORECASE (much cheaper per alternative).
     """
 
     pattern: re.Pattern[str]
@@ -532,24 +639,42 @@ class _MentionTable:
     group_is_name: Mapping[str, bool]
     starts: re.Pattern[str] | None  # over " " + clean.lower(); None: use `pattern` alone
     by_first_word: Mapping[str, re.Pattern[str]]  # by the first word `starts` found
+    folded_by_first_word: Mapping[str, re.Pattern[str]]  # the same, for lower-cased text
+    abbreviations: Mapping[str, str]  # group -> the capitals it must be written in ("MI")
     bare_label_too_long: re.Pattern[str]  # matches text with more letters than any phrase
 
-    def matches(self, clean: str) -> Iterator[re.Match[str]]:
-        """Exactly the matches of `pattern.finditer(clean)`, found faster."""
-        if self.starts is None or not _lowercase_is_faithful(clean):
-            yield from self.pattern.finditer(clean)
+    def matches(self, text: _Text) -> Iterator[tuple[str, int, int]]:
+        """`(group, start, end)` of exactly the matches of `pattern.finditer(text.clean)`."""
+        clean = text.clean
+        if self.starts is None or text.rx is not _LOWER:
+            for match in self.pattern.finditer(clean):
+                if match.lastgroup is not None:
+                    yield match.lastgroup, match.start(), match.end()
             return
         resume = 0  # finditer never reports overlapping matches
         # The leading space lets a mention start at 0; `found.start()` is then its position
         # in `clean`.
-        for found in self.starts.finditer(" " + clean.lower()):
+        for found in self.starts.finditer(" " + text.folded):
             position = found.start()
             if position < resume:
                 continue
-            match = self.by_first_word[found.group(1)].match(clean, position)
-            if match is not None:
-                resume = match.end()
-                yield match
+            mention = self._match_at(text, found.group(1), position)
+            if mention is not None:
+                resume = mention.end()
+                if mention.lastgroup is not None:  # always: every alternative is a named group
+                    yield mention.lastgroup, position, mention.end()
+
+    def _match_at(self, text: _Text, word: str, position: int) -> re.Match[str] | None:
+        """`pattern.match(text.clean, position)`, knowing the text there starts with `word`."""
+        match = self.folded_by_first_word[word].match(text.folded, position)
+        group = None if match is None else match.lastgroup
+        if match is None or group is None or group not in self.abbreviations:
+            return match
+        if text.clean[position : match.end()] == self.abbreviations[group]:
+            return match
+        # Lower-cased text cannot tell "MI" from "mi"; the cased pattern can. Every other
+        # alternative matches alike in both, so only this case needs asking again.
+        return self.by_first_word[word].match(text.clean, position)
 
 
 @functools.lru_cache(maxsize=64)
@@ -561,10 +686,12 @@ def _mention_table(labels: LabelSet) -> _MentionTable:
         entries.extend((synonym, label.name, False) for synonym in label.synonyms)
     entries.sort(key=lambda entry: len(entry[0]), reverse=True)
     alternatives: list[tuple[str, str]] = []  # (lower-cased first word, named group)
+    folded_alternatives: list[str] = []  # the same groups, for lower-cased text
     group_label: dict[str, str] = {}
     group_is_name: dict[str, bool] = {}
-    # What may follow each first word: a non-letter (one-word phrases), a separator, or
-    # the second word's first letter (names: "POSTMI").
+    abbreviations: dict[str, str] = {}
+    # What may follow each first word: a non-letter (one-word phrases), else what leads to
+    # the second word (see `_second_word_ahead`).
     follows: dict[str, set[str]] = {}
     ascii_words = True
     for number, (phrase, name, is_name) in enumerate(entries):
@@ -577,43 +704,72 @@ def _mention_table(labels: LabelSet) -> _MentionTable:
         words = [word.lower() for word in _phrase_words(phrase)]
         ascii_words = ascii_words and all(word.isascii() for word in words)
         alternatives.append((words[0], f"(?P<{group}>{pattern})"))
+        folded = _phrase_pattern(phrase, is_name=is_name, folded=True)
+        folded_alternatives.append(f"(?P<{group}>{folded})")
+        if _is_abbreviation(phrase, is_name=is_name):
+            abbreviations[group] = _phrase_words(phrase)[0]
         after = follows.setdefault(words[0], set())
-        if len(words) == 1:
-            after.add("(?![a-z0-9])")
-        else:
-            after.add(_SEPARATORS)
-            if is_name:
-                after.add(re.escape(words[1][0]))
+        after.add("(?![a-z0-9])" if len(words) == 1 else _second_word_ahead(words, is_name=is_name))
     starts = None
     by_first_word = {}
+    folded_by_first_word = {}
     if alternatives and ascii_words:
         # Longest word first, so the group that matches names the longest first word the
         # text starts with; every phrase that can match there starts with a prefix of that
         # word. The character before a start is not a letter or digit (the lookbehind).
         first_words = sorted(follows, key=len, reverse=True)
-        # One group around literal-first alternatives: the regex engine rejects those by
-        # their first character, which named groups per word would prevent.
-        continued = (
-            f"{re.escape(word)}(?=" + "|".join(sorted(follows[word])) + ")" for word in first_words
-        )
-        starts = re.compile(r"[^a-z0-9](?=(" + "|".join(continued) + "))")
-        by_first_word = {
-            word: _alternation([alt for first, alt in alternatives if word.startswith(first)])
-            for word in first_words
-        }
+        starts = re.compile(r"[^a-z0-9](?=(" + _by_first_letter(first_words, follows) + "))")
+        for word in first_words:
+            chosen = [n for n, (first, _) in enumerate(alternatives) if word.startswith(first)]
+            by_first_word[word] = _alternation([alternatives[n][1] for n in chosen])
+            folded_by_first_word[word] = _alternation(
+                [folded_alternatives[n] for n in chosen], flags=0
+            )
     return _MentionTable(
         pattern=_alternation([alt for _, alt in alternatives]),
         group_label=group_label,
         group_is_name=group_is_name,
         starts=starts,
         by_first_word=by_first_word,
+        folded_by_first_word=folded_by_first_word,
+        abbreviations=abbreviations,
         bare_label_too_long=_more_letters_than(labels),
     )
 
 
-def _alternation(alternatives: list[str]) -> re.Pattern[str]:
+def _by_first_letter(words: list[str], follows: Mapping[str, set[str]]) -> str:
+    """An alternation of `words`, each followed by a lookahead of what may follow it.
+
+    Nested by first letter (`a(?:cute(?=...)|bnormal(?=...))|n(?:ormal...)`), keeping the
+    order of `words` within each letter: the regex engine rejects an alternative by its
+    first literal character, so this tries ~15 letters at each start instead of ~40 words.
+    One unnamed group around it all, as named groups would prevent that quick rejection.
+    """
+    by_letter: dict[str, list[str]] = {}
+    for word in words:
+        ahead = "(?=" + "|".join(sorted(follows[word])) + ")"
+        by_letter.setdefault(word[0], []).append(re.escape(word[1:]) + ahead)
+    return "|".join(
+        f"{re.escape(letter)}(?:{'|'.join(rests)})" for letter, rests in by_letter.items()
+    )
+
+
+def _second_word_ahead(words: list[str], *, is_name: bool) -> str:
+    """What follows the first word of a phrase up to its second, in lower-cased text.
+
+    `_phrase_pattern` without the modifier-word exclusions, so it holds wherever the
+    phrase matches. Checking it while scanning for starts spares the full alternation at
+    the many starts that only share a first word ("ST segment" for "ST elevation MI").
+    """
+    second = re.escape(words[1])
+    if is_name:
+        return f"{_SEPARATORS}*{second}"
+    return rf"(?:{_SEPARATORS}+|[ \t]+(?:[a-z0-9][a-z0-9'/\-]*[ \t]+){{1,2}}){second}"
+
+
+def _alternation(alternatives: list[str], flags: int = re.IGNORECASE) -> re.Pattern[str]:
     regex = r"(?<![A-Za-z0-9])(?:" + "|".join(alternatives) + r")(?![A-Za-z0-9])"
-    return re.compile(regex, re.IGNORECASE)
+    return re.compile(regex, flags)
 
 
 def _more_letters_than(labels: LabelSet) -> re.Pattern[str]:
@@ -647,13 +803,24 @@ def _phrase_words(phrase: str) -> list[str]:
     return [w for w in re.split(r"[\s_\-]+", phrase.strip()) if w]
 
 
-def _phrase_pattern(phrase: str, *, is_name: bool) -> str | None:
+def _is_abbreviation(phrase: str, *, is_name: bool) -> bool:
+    """Short abbreviations ("MI", "AF") match only in capitals: "mi" or "af" are other words."""
+    words = _phrase_words(phrase)
+    return len(words) == 1 and not is_name and len(words[0]) <= 3 and words[0].isupper()
+
+
+def _phrase_pattern(phrase: str, *, is_name: bool, folded: bool = False) -> str | None:
+    """The regex of one name or synonym; `folded`: for lower-cased text, without IGNORECASE.
+
+    A folded abbreviation also matches other spellings ("mi"); the caller checks the case.
+    """
     words = _phrase_words(phrase)
     if not words:
         return None
-    if len(words) == 1 and not is_name and len(words[0]) <= 3 and words[0].isupper():
-        # Short abbreviations ("MI", "AF") only in capitals: "mi" or "af" are other words.
-        return f"(?-i:{re.escape(words[0])})"
+    if folded:
+        words = [word.lower() for word in words]
+    if _is_abbreviation(phrase, is_name=is_name):
+        return re.escape(words[0]) if folded else f"(?-i:{re.escape(words[0])})"
     # Names are canonical spellings: separators may vary ("post-MI", "PostMI") but nothing
     # may come between the words. Synonyms tolerate modifiers ("old inferior MI").
     separator = f"{_SEPARATORS}*" if is_name else f"(?:{_SEPARATORS}+|[ \t]+{_GAP_WORD}{{1,2}})"
@@ -690,13 +857,10 @@ def _strip_markdown(text: str) -> tuple[str, _Offsets]:
     underscores unless one sits between two letters/digits (POST_MI); `>` quote marks at
     the start of a line. Table bars become spaces.
     """
-    drops = [match.span() for match in _MARKS.finditer(text)]
-    if "\\" in text:
-        drops.extend(match.span() for match in _ESCAPES.finditer(text))
-    if "_" in text:
-        drops.extend(_emphasis_underscores(text))
-    if ">" in text:
-        drops.extend(_quote_marks(text))
+    quotes = _quote_marks(text) if ">" in text else []
+    if not quotes:
+        return _strip_inline_markup(text)
+    drops = [match.span() for match in _MARKUP.finditer(text)] + quotes
     drops.sort()  # the spans never overlap: each kind drops different characters
     kept: list[str] = []
     clean_starts: list[int] = []
@@ -713,21 +877,20 @@ def _strip_markdown(text: str) -> tuple[str, _Offsets]:
     return "".join(kept).replace("|", " "), _Offsets(clean_starts, origin_starts, length)
 
 
-def _emphasis_underscores(text: str) -> list[tuple[int, int]]:
-    """Runs of underscores, except a single one between two letters/digits (POST_MI)."""
-    spans = []
-    for run in _UNDERSCORES.finditer(text):
-        start, end = run.span()
-        inside_word = (
-            end - start == 1
-            and start > 0
-            and end < len(text)
-            and text[start - 1].isalnum()
-            and text[end].isalnum()
-        )
-        if not inside_word:
-            spans.append((start, end))
-    return spans
+def _strip_inline_markup(text: str) -> tuple[str, _Offsets]:
+    """`_strip_markdown` for a text without quote marks, with no Python loop over the marks.
+
+    `split` alternates kept and dropped runs; the offsets of every kept run follow from
+    running sums of their lengths. Empty kept runs are harmless: `_Offsets` looks a
+    position up in the last run starting at or before it, which is the non-empty one.
+    """
+    parts = _MARKUP.split(text)
+    kept = parts[::2]
+    origin_ends = list(itertools.accumulate(map(len, parts)))
+    clean_starts = [0, *itertools.accumulate(map(len, kept[:-1]))]
+    origin_starts = [0, *origin_ends[1::2]]
+    clean = "".join(kept)
+    return clean.replace("|", " "), _Offsets(clean_starts, origin_starts, len(clean))
 
 
 def _quote_marks(text: str) -> list[tuple[int, int]]:
@@ -741,75 +904,83 @@ def _quote_marks(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _option_positions(clean: str, raw: list[tuple[str, int, int, bool]]) -> set[int]:
+def _option_positions(text: _Text, raw: list[tuple[str, int, int, bool]]) -> set[int]:
     """Starts of mentions that belong to a restated option list."""
+    clean, folded, rx = text.clean, text.folded, text.rx
     positions: set[int] = set()
+    if len({label for label, _, _, _ in raw}) < 2:  # no list has enough labels
+        return positions
     # Inline runs: "MYOCARDIAL_INFARCTION, POST_MI, ABNORMAL_HEARTBEAT or NORMAL".
     run: list[tuple[str, int, int, bool]] = []
     for mention in [*raw, ("", len(clean) + 1, len(clean) + 1, False)]:
-        if run and mention[0] and _LIST_SEPARATOR.match(clean[run[-1][2] : mention[1]]):
+        if run and mention[0] and rx.list_separator.fullmatch(folded, run[-1][2], mention[1]):
             run.append(mention)
             continue
         if len({m[0] for m in run}) >= 3:
             positions.update(m[1] for m in run)
         run = [mention] if mention[0] else []
-    return positions | _option_block_positions(clean, raw)
+    return positions | _option_block_positions(text, raw)
 
 
-def _option_block_positions(clean: str, raw: list[tuple[str, int, int, bool]]) -> set[int]:
-    """Bullet blocks: consecutive lines that each start with a label ("- **POST_MI**: If")."""
+def _option_block_positions(text: _Text, raw: list[tuple[str, int, int, bool]]) -> set[int]:
+    """Bullet blocks: consecutive lines that each start with a label ("- **POST_MI**: If").
+
+    Lines are named by the position they start at, found from the few mentions rather than
+    from a list of every line.
+    """
+    clean = text.clean
     positions: set[int] = set()
-    line_starts = [0] + [m.end() for m in re.finditer(r"\n", clean)]
-    first_on_line: dict[int, tuple[str, int]] = {}
+    first_on_line: dict[int, tuple[str, int]] = {}  # in order of position: raw is sorted
     for label, start, _end, _canonical in raw:
-        line = bisect.bisect_right(line_starts, start) - 1
-        if line not in first_on_line:
-            first_on_line[line] = (label, start)
+        first_on_line.setdefault(clean.rfind("\n", 0, start) + 1, (label, start))
     option_lines: list[int] = []
     for line, (_label, start) in first_on_line.items():
-        bullet = _BULLET.match(clean, line_starts[line])
+        bullet = _BULLET.match(clean, line)
         if bullet is not None and bullet.end() == start:
             option_lines.append(line)
     blocks: list[list[int]] = []
-    for line in sorted(option_lines):
-        gap = clean[line_starts[blocks[-1][-1]] : line_starts[line]] if blocks else ""
+    for line in option_lines:
         # Consecutive means only blank lines between this option line and the previous one.
-        if blocks and _only_one_content_line(gap):
+        if blocks and _only_one_content_line(clean[blocks[-1][-1] : line]):
             blocks[-1].append(line)
         else:
             blocks.append([line])
     for block in blocks:
         labels = {first_on_line[line][0] for line in block}
-        intro_start = line_starts[max(0, block[0] - 2)]
-        intro = clean[intro_start : line_starts[block[0]]]
-        needed = 2 if _OPTIONS_INTRO.search(intro) else 3
+        intro = text.folded[_line_above(clean, _line_above(clean, block[0])) : block[0]]
+        needed = 2 if text.rx.options_intro.search(intro) else 3
         if len(labels) < needed:
             continue
-        chosen = _checked_line(clean, block, first_on_line, raw, line_starts)
+        chosen = _checked_line(text, block, first_on_line, raw)
         for line in block:
-            end = line_starts[line + 1] if line + 1 < len(line_starts) else len(clean)
+            end = clean.find("\n", line) + 1 or len(clean)
             if line != chosen:
-                positions.update(s for _, s, _, _ in raw if line_starts[line] <= s < end)
+                positions.update(s for _, s, _, _ in raw if line <= s < end)
     return positions
 
 
+def _line_above(clean: str, line: int) -> int:
+    """Start of the line before the one starting at `line` (0 for the first line)."""
+    return clean.rfind("\n", 0, line - 1) + 1 if line > 0 else 0
+
+
 def _checked_line(
-    clean: str,
+    text: _Text,
     block: list[int],
     first_on_line: dict[int, tuple[str, int]],
     raw: list[tuple[str, int, int, bool]],
-    line_starts: list[int],
 ) -> int | None:
     """In a checklist ("- POST_MI: Yes", "- NORMAL ✗"), the one line marked positive."""
+    folded, rx = text.folded, text.rx
     ends = {start: end for _, start, end, _ in raw}
     positive = []
     for line in block:
         start = first_on_line[line][1]
-        line_end = clean.find("\n", start)
-        rest = clean[ends[start] : len(clean) if line_end < 0 else line_end]
-        if _CHECK_YES.match(rest):
+        line_end = folded.find("\n", start)
+        rest = folded[ends[start] : len(folded) if line_end < 0 else line_end]
+        if rx.check_yes.match(rest):
             positive.append(line)
-        elif not _CHECK_NO.match(rest):
+        elif not rx.check_no.match(rest):
             return None  # an unmarked line: a plain option list, not a checklist
     return positive[0] if len(positive) == 1 else None
 
@@ -820,42 +991,64 @@ def _only_one_content_line(gap: str) -> bool:
     return sum(1 for line in lines[1:] if line.strip()) == 0
 
 
-def _polarity(clean: str, start: int, end: int, floor: int) -> tuple[bool, bool]:
+def _polarities(text: _Text, raw: list[tuple[str, int, int, bool]]) -> list[tuple[bool, bool]]:
+    """`(negated, weak)` of each mention in `raw`."""
+    polarity: list[tuple[bool, bool]] = []
+    previous_end = 0
+    for _, start, end, _ in raw:
+        negated, weak = _polarity(text, start, end, previous_end)
+        # "not MI or POST_MI": a negation carries over a list of labels.
+        if (
+            polarity
+            and not weak
+            and polarity[-1][0]
+            and text.rx.negated_list.match(text.folded[previous_end:start])
+        ):
+            negated = True
+        polarity.append((negated, weak))
+        previous_end = end
+    return polarity
+
+
+def _polarity(text: _Text, start: int, end: int, floor: int) -> tuple[bool, bool]:
     """`(negated, weak)` for the mention at `clean[start:end]`.
 
     Cues are looked for after `floor` (the end of the previous mention): in "not NORMAL ->
     ABNORMAL_HEARTBEAT" the "not" belongs to NORMAL.
     """
-    after = clean[end : end + 60]
-    if _HEDGE_AFTER.match(after):
-        return False, True
-    if _NEGATION_AFTER.match(after):
-        return True, False
-    before = _clause_before(clean, start, floor)
-    negation = _last(_NEGATION_BEFORE, before)
-    if negation is not None and _NOT_A_NEGATION.match(before, negation.start()):
+    folded, rx = text.folded, text.rx
+    # Matched in place, bounded like the 60-character slice it replaces (no copy): the
+    # pattern has no `^` and never looks before its start.
+    after = rx.after.match(folded, end, end + 60)
+    if after is not None:
+        return after.lastgroup == "negation", after.lastgroup == "hedge"
+    before = _clause_before(text, start, floor)
+    if rx.before.search(before) is None:  # most clauses: nothing to weigh
+        return False, False
+    negation = _last(rx.negation_before, before)
+    if negation is not None and rx.not_a_negation.match(before, negation.start()):
         negation = None
     if negation is not None:
         gap = before[negation.end() :]
         # "no ST elevation indicates X" asserts X: a new verb ends the negation's scope.
-        if not _SCOPE_TERMINATOR.search(gap) and len(gap.split()) <= 4:
+        if not rx.scope_terminator.search(gap) and len(gap.split()) <= 4:
             # "cannot exclude X" is a hedge, not a negation.
-            hedged = _DOUBLE_NEGATIVE.match(before, negation.start()) is not None
+            hedged = rx.double_negative.match(before, negation.start()) is not None
             return (not hedged), hedged
-    hedge = _last(_HEDGE_BEFORE, before)
+    hedge = _last(rx.hedge_before, before)
     if hedge is not None and len(before[hedge.end() :].split()) <= 5:
         return False, True
     return False, False
 
 
-def _clause_before(clean: str, start: int, floor: int) -> str:
-    """The text of the current clause before `start`: at most ~80 characters, after `floor`."""
-    window = clean[max(0, floor, start - 80) : start]
+def _clause_before(text: _Text, start: int, floor: int) -> str:
+    """The current clause before `start` in `text.folded`: at most ~80 characters, after `floor`."""
+    window = text.folded[max(0, floor, start - 80) : start]
     # Only the last break matters. A punctuation mark is always a break of its own (no
     # longer break contains one), so the search can start right after the last mark.
     mark = _LAST_MARK.match(window)
     last = mark.end() if mark is not None else 0
-    for found in _CLAUSE_BREAK.finditer(window, last):
+    for found in text.rx.clause_break.finditer(window, last):
         last = found.end()
     return window[last:]
 
@@ -867,17 +1060,12 @@ def _last(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
     return found
 
 
-def _sentence_end(position: int, boundaries: list[int], default: int) -> int:
-    at = bisect.bisect_right(boundaries, position)
-    return boundaries[at] if at < len(boundaries) else default
-
-
 def _zone_verdict(
     tier: _Tier,
     zone: tuple[int, int],
     considered: list[_Mention],
     starts: list[int],
-    boundaries: list[int],
+    text: _Text,
 ) -> _Verdict | None:
     """The verdict of one zone: its first sentence holding an asserted (else hedged) label."""
     low = bisect.bisect_left(starts, zone[0])
@@ -892,7 +1080,7 @@ def _zone_verdict(
         [m for m in strong if not m.plain] or strong or [m for m in inside if not m.plain] or inside
     )
     first = pool[0]
-    sentence_end = _sentence_end(first.start, boundaries, zone[1])
+    sentence_end = text.sentence_end(first.start, zone[1])
     sentence = [m for m in pool if m.start < sentence_end]
     distinct = tuple(dict.fromkeys(m.label for m in sentence))
     if len(distinct) > 1:
