@@ -274,15 +274,28 @@ def encode_image(
 
 
 def _fits(data: bytes, max_side: int | None) -> bool:
-    """Whether an encoded image can be sent as it is (reads only the header)."""
+    """Whether an encoded image can be sent as it is (reads only the header and the end)."""
+    if not _complete(data):
+        return False  # decode it instead, so a truncated file is refused, not sent
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if image.mode not in ("RGB", "L"):
+                return False  # CMYK, 16-bit, palette and alpha are normalised to RGB first
             orientation = image.getexif().get(0x0112)
             # A rotated photo must be re-encoded upright: back-ends ignore EXIF.
             small_enough = max_side is None or max(image.size) <= max_side
             return small_enough and orientation in (None, 1)
     except (OSError, ValueError, Image.DecompressionBombError):
         return False
+
+
+def _complete(data: bytes) -> bool:
+    """Whether a JPEG or PNG stream has its end marker (a cut-off download has not)."""
+    if data.startswith(b"\xff\xd8"):
+        return data.rstrip(b"\x00\r\n\t ").endswith(b"\xff\xd9")
+    if data.startswith(b"\x89PNG"):
+        return b"IEND" in data[-16:]
+    return True
 
 
 def to_data_url(ref: ImageRef, *, max_side: int | None = None) -> str:

@@ -201,6 +201,7 @@ def classify(
         retry_failed=retry_failed,
         on_prediction=on_prediction,
         profile=profile,
+        reprompt=reprompt,
     )
     loop.prepare(resume=resume, manifest_extra=manifest_extra or {})
     show = progress if progress is not None else sys.stderr.isatty()
@@ -252,8 +253,10 @@ class _RunLoop:
         retry_failed: bool,
         on_prediction: Callable[[Prediction], None] | None,
         profile: ModelProfile,
+        reprompt: bool = False,
     ) -> None:
         self.dataset = dataset
+        self.reprompt = reprompt
         self.task = task
         self.runner = runner
         self.store = store
@@ -475,7 +478,7 @@ class _RunLoop:
             self.collector.add(prediction)
             # Requests are kept only where a later step needs them (the canary's image
             # probe, a re-prompt), so memory does not grow with the dataset.
-            if not keep_requests and prediction.status not in _REPROMPTABLE:
+            if not keep_requests and not (self.reprompt and prediction.status in _REPROMPTABLE):
                 self.requests_by_id.pop(response.record_id, None)
             self.advance()
 
@@ -486,7 +489,10 @@ class _RunLoop:
                 sha256 = record.image.sha256
             except ImageLoadError as exc:
                 self.pending[record.id] = _Pending("", record.label, dict(record.metadata))
-                failure = InferenceResponse.failure(record.id, "image_error", str(exc))
+                # Not retryable as is; a repaired file has a new sha256 and is run again.
+                failure = InferenceResponse.failure(
+                    record.id, "image_error", str(exc), retryable=False
+                )
                 self.collector.add(self._predict(record.id, failure))
                 self.advance()
                 continue

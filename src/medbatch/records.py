@@ -20,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from medbatch.errors import ImageLoadError
 from medbatch.files import sha256_file
@@ -391,6 +391,19 @@ class InferenceResponse(BaseModel):
     metadata: dict[str, Any] = Field(
         default_factory=dict, description="Provenance from the back-end (job name, revision)."
     )
+
+    @field_validator("text")
+    @classmethod
+    def _utf8_text(cls, value: str | None) -> str | None:
+        # JSON allows lone-surrogate escapes ("\ud83d" from a token split mid-emoji), so a
+        # server can hand us text that no UTF-8 file (JSONL, parquet, HTML) can hold.
+        if value is None or value.isascii():
+            return value
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return value
 
     @classmethod
     def failure(

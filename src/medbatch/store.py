@@ -207,18 +207,26 @@ class RunStore:
         """
         if self._handle is None:
             raise RunStoreError("RunStore.append called before open()")
-        lines = [prediction.model_dump_json() + "\n" for prediction in predictions]
+        lines = [_json_line(prediction) for prediction in predictions]
         if not lines:
             return 0
+        handle = self._handle
+        start = os.fstat(handle.fileno()).st_size  # the handle is flushed after every append
         try:
-            self._handle.write("".join(lines))
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
+            handle.write("".join(lines))
+            handle.flush()
+            os.fsync(handle.fileno())
         except OSError as exc:
-            # Leave no partial line behind so the file stays readable.
+            # All or nothing: cut the file back to where this group began. Cutting only a
+            # torn last line would keep the group's first lines, and the caller, which
+            # still holds the whole group, would write them twice when it tries again.
             self._handle = None
             with contextlib.suppress(OSError):
-                self._repair_torn_tail()
+                handle.close()  # flushes what is still buffered now, before the cut
+            with contextlib.suppress(OSError):
+                with self.predictions_path.open("rb+") as raw:
+                    raw.truncate(start)
+                    os.fsync(raw.fileno())
                 self._handle = self.predictions_path.open("a", encoding="utf-8")
             raise RunStoreError(f"cannot write predictions to {self.path}: {exc}") from exc
         return len(lines)
@@ -258,8 +266,8 @@ class RunStore:
                 if not line.strip():
                     continue
                 try:
-                    yield Prediction.model_validate_json(line)
-                except ValidationError:
+                    yield _read_line(line)
+                except ValueError:  # JSONDecodeError and ValidationError alike
                     logger.warning("ignoring corrupt line %d in %s", number, path)
 
     def latest(self) -> dict[str, Prediction]:
@@ -290,6 +298,25 @@ class RunStore:
             tmp.unlink(missing_ok=True)
             raise RunStoreError(f"cannot write {target}: {exc}") from exc
         return target
+
+
+def _json_line(prediction: Prediction) -> str:
+    """One JSONL line that reads back as exactly `prediction`.
+
+    `json.dumps` rather than `model_dump_json`: pydantic writes inf/NaN scores as `null`
+    (which then fails validation, so the line would be dropped as corrupt) and refuses lone
+    surrogates, which valid JSON answers ("\\ud800") and non-UTF-8 file names both produce.
+    ASCII output with escapes round-trips both.
+    """
+    return json.dumps(prediction.model_dump(mode="json"), allow_nan=True) + "\n"
+
+
+def _read_line(line: str) -> Prediction:
+    try:
+        return Prediction.model_validate_json(line)
+    except ValidationError:
+        # pydantic's JSON parser rejects lone-surrogate escapes; the stdlib's accepts them.
+        return Prediction.model_validate(json.loads(line))
 
 
 PREDICTION_COLUMNS = list(Prediction.model_fields)

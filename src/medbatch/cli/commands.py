@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from medbatch.cli.app import app, console, handle_errors
+from medbatch.cli.app import app, console, err_console, handle_errors
 from medbatch.cli.display import metrics_table
+
+if TYPE_CHECKING:
+    from medbatch.datasets.base import Dataset
+    from medbatch.tasks.base import Task
 
 __all__: list[str] = []
 
@@ -86,6 +92,7 @@ def run_command(
         seed=run_config.seed if seed is None else seed,
         keep_duplicates=keep_duplicates,
     )
+    _preflight(dataset, task, where=config)
     runner = run_config.build_runner()
     result = classify(
         dataset,
@@ -104,3 +111,45 @@ def run_command(
     )
     console.print(metrics_table(result.metrics, title=f"{task.name} · {runner.model_id}"))
     console.print(f"Results in [bold]{result.run_dir}[/] ({result.skipped} reused from before)")
+    errors = int(result.metrics["status_counts"].get("error", 0))
+    if result.metrics["n"] and errors == result.metrics["n"]:
+        kinds = result.predictions["error_kind"].value_counts().to_dict()
+        message = (
+            f"no record was answered: {errors} errors "
+            f"({', '.join(f'{kind}: {count}' for kind, count in kinds.items())}); see "
+            f"{result.run_dir}/predictions.jsonl, fix the cause, then rerun with "
+            "--resume --retry-failed"
+        )
+        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1)
+
+
+def _preflight(dataset: Dataset, task: Task, *, where: Path) -> None:
+    """Refuse a run that cannot mean anything: no records, or truths outside the labels.
+
+    Reads record references only (no image is opened).
+
+    Raises:
+        DatasetError: Naming the config, the count and the unknown labels.
+    """
+    from collections import Counter
+
+    from medbatch.errors import DatasetError
+
+    records = 0
+    unknown: Counter[str] = Counter()
+    for record in dataset:
+        records += 1
+        if record.label is not None and record.label not in task.labels:
+            unknown[record.label] += 1
+    if records == 0:
+        raise DatasetError(
+            f"{where}: the dataset has no records; check [dataset] (root, label_map, "
+            "extensions): images must sit in one sub-folder per class"
+        )
+    if unknown:
+        listed = ", ".join(f"{label!r} ({n} records)" for label, n in unknown.most_common())
+        raise DatasetError(
+            f"{where}: labels not in task {task.name!r}: {listed}; the task's labels are "
+            f"{', '.join(task.labels.names)}. Map the folders with [dataset] label_map"
+        )

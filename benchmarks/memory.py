@@ -1,0 +1,194 @@
+"""Peak memory of a run as the dataset grows: medbatch streams, the notebook holds everything.
+
+Run: `python benchmarks/memory.py [--sizes 1000,5000,10000] [--quick]`
+
+Each measurement is a fresh Python process (so peaks never carry over) that runs one side
+over N synthetic records and reports its peak RSS (`ru_maxrss`):
+
+- **medbatch**: `classify` over a lazily generated dataset of N small in-memory PNG images
+  (64x64 noise, ~12 kB each, made on demand: N × 12 kB would otherwise be in memory),
+  answered by `ReplayRunner` from a recorded JSONL, streamed to a `RunStore` in a temp dir.
+- **notebook** (baseline): the seed's client cells over the same N records (stage paths,
+  per-row `json.dumps` of the messages, the answers frame, regex `apply`, `value_counts`).
+
+Targets (issue #10): peak < 1 GB at 10,000 records, and no growth with N. "Growth" is the
+slope of peak RSS between the smallest and largest N, in MB per 1,000 records; the text of
+10,000 recorded answers alone is ~6 MB, so a slope near that is what holding the answers
+(the replay file, the result table) costs, not images.
+
+Prints a table and `BENCH {json}` lines for `run_all.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+TARGET_MB = 1024.0
+
+
+def emit(figure: str, medbatch: float, baseline: float | None, unit: str, **extra: Any) -> None:
+    """One machine-readable line for run_all.py."""
+    ratio = baseline / medbatch if baseline and medbatch else None  # lower is better
+    payload = {"figure": figure, "medbatch": medbatch, "baseline": baseline, "unit": unit}
+    print("BENCH " + json.dumps({**payload, "ratio": ratio, "lower_is_better": True, **extra}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MB (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _png(seed: int) -> bytes:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 255, size=(64, 64, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def child_medbatch(n: int) -> dict[str, float]:
+    """Run classify over n lazily made images; return peak RSS before and after."""
+    from client_throughput import FOLDERS, sample_answers
+
+    from medbatch.datasets.base import Dataset
+    from medbatch.pipeline import classify
+    from medbatch.records import ImageRef, Record
+    from medbatch.runners.replay import ReplayRunner
+    from medbatch.tasks.registry import get_task
+
+    task = get_task("ecg")
+    samples = sample_answers()
+
+    class LazyImages(Dataset):
+        labels = task.labels
+
+        def __iter__(self) -> Iterator[Record]:
+            for i in range(n):
+                truth = str(samples[i % len(samples)]["truth"])
+                yield Record(
+                    id=f"{FOLDERS[truth]}/{i:06d}.png",
+                    image=ImageRef.from_bytes(_png(i), media_type="image/png"),
+                    label=truth,
+                )
+
+        def __len__(self) -> int:
+            return n
+
+    with tempfile.TemporaryDirectory(prefix="medbatch-mem-") as tmp:
+        replay = Path(tmp) / "answers.jsonl"
+        with replay.open("w", encoding="utf-8") as handle:
+            for record in LazyImages():
+                sample = samples[int(record.id[-10:-4]) % len(samples)]
+                line = {"record_id": record.id, "text": sample["text"], "finish_reason": "stop"}
+                handle.write(json.dumps(line) + "\n")
+        before = peak_rss_mb()
+        result = classify(
+            LazyImages(),
+            task,
+            ReplayRunner(replay, model_id="replay"),
+            store=Path(tmp) / "run",
+            progress=False,
+            canary=0,
+        )
+        assert len(result.predictions) == n
+    return {"before": before, "peak": peak_rss_mb()}
+
+
+def child_notebook(n: int) -> dict[str, float]:
+    """Run the notebook's client cells over n records; return peak RSS before and after."""
+    from client_throughput import make_corpus, run_notebook
+
+    records, responses = make_corpus(n)
+    before = peak_rss_mb()
+    run_notebook(records, responses)
+    return {"before": before, "peak": peak_rss_mb()}
+
+
+def measure(side: str, n: int) -> dict[str, float]:
+    """Run one side in a fresh interpreter and read its JSON answer."""
+    completed = subprocess.run(
+        [sys.executable, __file__, "--child", side, "-n", str(n)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"{side} at n={n} failed:\n{completed.stderr[-2000:]}")
+    result: dict[str, float] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure both sides at each size and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,5000,10000")
+    parser.add_argument("--quick", action="store_true", help="sizes 500,1000,2000")
+    parser.add_argument("--child", choices=["medbatch", "notebook"], help=argparse.SUPPRESS)
+    parser.add_argument("-n", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        runner = child_medbatch if args.child == "medbatch" else child_notebook
+        print(json.dumps(runner(args.n)))
+        return 0
+
+    sizes = [500, 1000, 2000] if args.quick else [int(s) for s in args.sizes.split(",")]
+    rows: list[tuple[int, dict[str, float], dict[str, float]]] = []
+    for n in sizes:
+        rows.append((n, measure("medbatch", n), measure("notebook", n)))
+
+    print(f"peak RSS per run, fresh process each (pid {os.getpid()} parent)")
+    print(f"{'records':>8}{'medbatch MB':>14}{'(imports)':>11}{'notebook MB':>14}{'(imports)':>11}")
+    for n, ours, theirs in rows:
+        print(
+            f"{n:>8}{ours['peak']:>14.1f}{ours['before']:>11.1f}"
+            f"{theirs['peak']:>14.1f}{theirs['before']:>11.1f}"
+        )
+    (n0, ours0, theirs0), (n1, ours1, theirs1) = rows[0], rows[-1]
+    per_k = 1000.0 / (n1 - n0) if n1 > n0 else 0.0
+    slope_ours = (ours1["peak"] - ours0["peak"]) * per_k
+    slope_theirs = (theirs1["peak"] - theirs0["peak"]) * per_k
+    print(
+        f"growth: medbatch {slope_ours:+.2f} MB per 1,000 records, "
+        f"notebook {slope_theirs:+.2f} MB per 1,000 records"
+    )
+    met = ours1["peak"] < TARGET_MB
+    print(
+        f"target: < {TARGET_MB:.0f} MB at {n1} records -> {'meets' if met else 'MISSES'} "
+        f"({ours1['peak']:.0f} MB)"
+    )
+    emit(
+        f"peak RSS at {n1} records (MB)",
+        ours1["peak"],
+        theirs1["peak"],
+        "MB",
+        target=f"< {TARGET_MB:.0f} MB",
+        met=met,
+    )
+    emit(
+        "peak RSS growth (MB per 1,000 records)",
+        slope_ours,
+        slope_theirs,
+        "MB/1k",
+        sizes=sizes,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
