@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import errno
 import io
-import struct
-import zlib
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,24 +27,10 @@ from reliability_helpers import (
 )
 
 from medbatch.store import RunStore
+from medbatch.testing.bad_images import bomb_png
 from medbatch.testing.openai_server import OpenAITestServer
 
 # -- images --------------------------------------------------------------------------------
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def _bomb_png() -> bytes:
-    """A tiny PNG whose header claims 40,000 x 40,000 pixels."""
-    header = struct.pack(">IIBBBBB", 40_000, 40_000, 1, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + _png_chunk(b"IEND", b"")
-    )
 
 
 def _encoded(image: Image.Image, fmt: str, **params: Any) -> bytes:
@@ -65,7 +49,7 @@ def bad_and_odd_images() -> dict[str, tuple[str, bytes, bool]]:
         "zero_byte": ("zero.jpg", b"", False),
         "truncated_jpeg": ("truncated.jpg", jpeg[: len(jpeg) // 2], False),
         "text_as_jpg": ("notes.jpg", b"patient list, do not share\n", False),
-        "decompression_bomb": ("bomb.png", _bomb_png(), False),
+        "decompression_bomb": ("bomb.png", bomb_png(), False),
         "cmyk": ("cmyk.jpg", _encoded(Image.new("CMYK", (64, 48), (0, 120, 60, 0)), "JPEG"), True),
         "sixteen_bit": ("sixteen.png", _encoded(Image.fromarray(ramp), "PNG"), True),
         "palette": (

@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def bomb_png() -> bytes:
-    """A tiny PNG whose header claims 40,000 × 40,000 pixels (a decompression bomb)."""
-    header = struct.pack(">IIBBBBB", 40_000, 40_000, 1, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + _png_chunk(b"IEND", b"")
-    )
+from medbatch.testing.bad_images import bomb_png
 
 
 def jpeg_bytes(image: Image.Image, **params: object) -> bytes:
