@@ -71,3 +71,32 @@ path = "answers.jsonl"
 def test_synth_ecg_rejects_unknown_layout(tmp_path: Path) -> None:
     result = runner.invoke(app, ["synth-ecg", str(tmp_path / "x"), "--layout", "zip"])
     assert result.exit_code != 0
+
+
+def test_validate_prints_the_snowflake_job_plan(tmp_path: Path) -> None:
+    data = tmp_path / "ecg"
+    runner.invoke(app, ["synth-ecg", str(data), "-n", "8", "--width", "400", "--height", "284"])
+    config = tmp_path / "run.toml"
+    config.write_text(
+        """output_dir = "out"
+[task]
+name = "ecg"
+[dataset]
+kind = "kaggle"
+path = "ecg"
+[runner]
+kind = "snowflake"
+database = "MEDGEMMA_DEMO"
+model = "MEDGEMMA_4B_IT"
+version = "V1"
+compute_pool = "MEDGEMMA_COMPUTE_POOL"
+replicas = 2
+max_records_per_job = 5
+"""
+    )
+    result = runner.invoke(app, ["validate", str(config)])
+    assert result.exit_code == 0, result.output
+    out = _flat(result.output)
+    assert re.search(r"snowflake jobs\W+2\b", out)
+    assert "MEDGEMMA_COMPUTE_POOL" in out
+    assert re.search(r"replicas × GPUs\W+2 ×", out)

@@ -250,6 +250,26 @@ class SnowflakeBatchRunner(BatchRunner):
         """Runner facts for the manifest (no credentials live in the config)."""
         return {**super().describe(), "api": self._api, **self.config.model_dump(mode="json")}
 
+    def plan(self, n_records: int) -> dict[str, str]:
+        """The job plan for `n_records`, for `medbatch validate` (nothing is submitted).
+
+        Reads only the settings: no session, no SQL.
+        """
+        cfg = self.config
+        per_job = cfg.max_records_per_job or n_records
+        jobs = -(-n_records // per_job) if n_records else 0
+        return {
+            "snowflake jobs": str(jobs),
+            "rows per job (max)": f"{min(per_job, n_records):,}",
+            "compute pool": cfg.compute_pool,
+            "model": f"{cfg.model} / {cfg.version}",
+            "replicas × GPUs": f"{cfg.replicas} × {cfg.gpus_per_replica or 'default'}",
+            "workers per replica": str(cfg.num_workers or "default"),
+            "max batch rows": str(cfg.max_batch_rows or "default"),
+            "engine": cfg.engine or "model default",
+            "input frame chunks": f"{-(-n_records // cfg.chunk_rows) if n_records else 0}",
+        }
+
     def state(self) -> dict[str, Any]:
         """`{"jobs": {batch key: {job_name, job_id, output, api, status}}}`."""
         return {"jobs": {key: dict(value) for key, value in self._jobs.items()}}

@@ -258,6 +258,8 @@ class TransformersRunner(BatchRunner):
         """Runner facts for the run manifest."""
         facts = super().describe()
         facts.update(
+            revision=self.config.revision,
+            profile=self.profile.name,
             batch_size=self.batch_size,
             pan_and_scan=self.config.pan_and_scan,
             max_image_side=self.config.max_image_side,
