@@ -274,6 +274,7 @@ class _RunLoop:
         self.skipped = 0
         self.ignored_constraints = 0
         self.text_only_tokens: int | None = None
+        self.stop_status: str | None = None  # why the run stopped early, when it did
         self.advance: Callable[[], None] = lambda: None
         self.manifest = self._new_manifest()
 
@@ -349,7 +350,7 @@ class _RunLoop:
             self.store.write_manifest(self.manifest)
         if not report.passed:
             error_cls = ImageNotSeenError if report.image_seen is False else CanaryFailedError
-            self.status = "canary_failed"
+            self.stop_status = "canary_failed"
             raise error_cls(report)
 
     def execute(self, dataset: Dataset, *, show_progress: bool) -> None:
@@ -400,9 +401,9 @@ class _RunLoop:
 
     def abort(self, exc: BaseException) -> None:
         """Keep what arrived and record why the run stopped."""
-        status = getattr(self, "status", None)
-        if status is None:
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        status = self.stop_status or (
+            "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        )
         self.runner.state_listener = None
         try:
             self.collector.flush()
