@@ -14,27 +14,26 @@ def _flat(output: str) -> str:
     return " ".join(output.split())
 
 
-def test_synth_ecg_then_validate_a_run(tmp_path: Path) -> None:
-    data = tmp_path / "ecg"
+def _synthetic_kaggle_run(tmp_path: Path, runner_table: str) -> Path:
+    """8 synthetic ECG pages in the Kaggle layout and a run config over them."""
     made = runner.invoke(
-        app, ["synth-ecg", str(data), "-n", "8", "--width", "400", "--height", "284"]
+        app, ["synth-ecg", str(tmp_path / "ecg"), "-n", "8", "--width", "400", "--height", "284"]
     )
     assert made.exit_code == 0, made.output
     assert "not clinical data" in _flat(made.output)
-    (tmp_path / "answers.jsonl").write_text("")
     config = tmp_path / "run.toml"
     config.write_text(
-        """output_dir = "out"
-[task]
-name = "ecg"
-[dataset]
-kind = "kaggle"
-path = "ecg"
-[runner]
-kind = "replay"
-path = "answers.jsonl"
-model_id = "google/medgemma-4b-it"
-"""
+        'output_dir = "out"\n[task]\nname = "ecg"\n[dataset]\nkind = "kaggle"\npath = "ecg"\n'
+        f"[runner]\n{runner_table}"
+    )
+    return config
+
+
+def test_synth_ecg_then_validate_a_run(tmp_path: Path) -> None:
+    (tmp_path / "answers.jsonl").write_text("")
+    config = _synthetic_kaggle_run(
+        tmp_path,
+        'kind = "replay"\npath = "answers.jsonl"\nmodel_id = "google/medgemma-4b-it"\n',
     )
     result = runner.invoke(app, ["validate", str(config)])
     assert result.exit_code == 0, result.output
@@ -74,25 +73,16 @@ def test_synth_ecg_rejects_unknown_layout(tmp_path: Path) -> None:
 
 
 def test_validate_prints_the_snowflake_job_plan(tmp_path: Path) -> None:
-    data = tmp_path / "ecg"
-    runner.invoke(app, ["synth-ecg", str(data), "-n", "8", "--width", "400", "--height", "284"])
-    config = tmp_path / "run.toml"
-    config.write_text(
-        """output_dir = "out"
-[task]
-name = "ecg"
-[dataset]
-kind = "kaggle"
-path = "ecg"
-[runner]
-kind = "snowflake"
+    config = _synthetic_kaggle_run(
+        tmp_path,
+        """kind = "snowflake"
 database = "MEDGEMMA_DEMO"
 model = "MEDGEMMA_4B_IT"
 version = "V1"
 compute_pool = "MEDGEMMA_COMPUTE_POOL"
 replicas = 2
 max_records_per_job = 5
-"""
+""",
     )
     result = runner.invoke(app, ["validate", str(config)])
     assert result.exit_code == 0, result.output
