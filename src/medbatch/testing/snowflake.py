@@ -365,6 +365,24 @@ def honour_response_format(text: str, response_format: Mapping[str, Any]) -> str
 # -- jobs and the model version -------------------------------------------------------------
 
 
+IMAGE_TOKENS = 256
+"""Prompt tokens per image (Gemma 3 / MedGemma encode every image as 256 soft tokens)."""
+
+
+def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    # Words stand in for text tokens; each image adds its fixed block, as vLLM counts it.
+    tokens = 0
+    for message in messages:
+        content = message.get("content")
+        parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        for part in parts:
+            if part.get("type") == "image_url":
+                tokens += IMAGE_TOKENS
+            else:
+                tokens += len(str(part.get("text") or "").split())
+    return tokens
+
+
 def _sql_error(message: str, code: int) -> Exception:
     """The real `SnowparkSQLException` the server answers with (`sql_error_code` set)."""
     from snowflake.snowpark.exceptions import SnowparkSQLException
@@ -672,10 +690,11 @@ class FakeModelVersion:
                     "finish_reason": "stop",
                 }
             ]
+            prompt_tokens = _prompt_tokens(json.loads(row["MESSAGES"]))
             usage = {
                 "completion_tokens": len(text.split()),
-                "prompt_tokens": 100,
-                "total_tokens": 100 + len(text.split()),
+                "prompt_tokens": prompt_tokens,
+                "total_tokens": prompt_tokens + len(text.split()),
             }
             out = {
                 "id": f"chatcmpl-{index}",
