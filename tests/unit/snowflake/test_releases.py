@@ -16,7 +16,6 @@ pytest.importorskip("snowflake.ml.model")
 
 from medbatch.snowflake import SnowflakeJobError
 from medbatch.snowflake.api import JobOptions, SpecClasses, build_run_batch_kwargs
-
 from medbatch.testing.snowflake import SnowflakeRelease as Release
 
 X = object()  # run_batch passes X through; identity is what we check
