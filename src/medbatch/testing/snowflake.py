@@ -6,20 +6,30 @@ runner = SnowflakeBatchRunner(session=fake.session, model_version=fake.model_ver
                               job_getter=fake.get_job, sleep=lambda s: None, **settings)
 ```
 
-What is real and what is faked:
+What is real and what is faked (docs/concepts/checked-against-real.md has the full list):
 
 * `FakeSession` wraps Snowpark **local testing** (`local_testing=True`) for
   `create_dataframe`, `to_pandas`, wildcard `file.put`, `file.get` and `put_stream`; it
   emulates the few statements local testing lacks (`LS`, `CREATE/DESC/ALTER STAGE`) over
   the same local stage files, and counts every round trip (`calls`).
-* `FakeModelVersion.run_batch` carries the **installed** `ModelVersion.run_batch`
-  signature (or one read from another release's source with `run_batch_signature_from_source`)
-  and binds each call to it; spec arguments must be instances of the real spec classes;
-  params are checked by snowflake-ml-python's own `validate_params` against a real
-  signature from `snowflake.ml.model.openai_signatures`. Output parquet is written in the
-  real layout (1.x: into the output location; 2.x: `<output>/<job_name>/`), with the
-  OpenAI chat-completion columns plus every input column passed through.
-* `FakeJob` scripts statuses (`PENDING → RUNNING → DONE` by default), logs and cancel.
+* `FakeModelVersion.run_batch` carries the `run_batch` signature of the **installed**
+  release, or of another release read from its wheel (`release=WheelRelease(...)`), and
+  binds each call to it; each spec argument must be an instance of the class that
+  release's `run_batch` is annotated with; params are checked by snowflake-ml-python's own
+  `validate_params` against a real signature from `snowflake.ml.model.openai_signatures`.
+  `SaveMode` is applied as each API does (1.x: the client empties the output location;
+  2.x: the server's preflight empties it, sparing `_snowflake_temporary/`). Output parquet
+  is written in the real layout (1.x: into the output location; 2.x:
+  `<output>/<job_name>/`), with the OpenAI chat-completion columns plus every input column
+  passed through.
+* `structured_outputs="ignore"` answers free text whatever `response_format` says;
+  `"honour"` answers a JSON document of the schema, as vLLM's guided decoding does
+  (`honour_response_format`).
+* Jobs live in the session's namespace under their (qualified, upper-case) name: a second
+  job of one name and an unknown name raise the real `SnowparkSQLException`
+  (`sql_error_code` 2002 and 2003). `FakeJob` scripts statuses (`PENDING → RUNNING →
+  DONE` by default), logs and cancel. `interrupt=` kills the client inside `run_batch`,
+  before or after the job is created.
 """
 
 from __future__ import annotations
