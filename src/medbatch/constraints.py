@@ -20,7 +20,8 @@ model then free-generates), which is why the server mapping uses `structured_out
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -35,6 +36,7 @@ __all__ = [
     "to_vllm_sampling_structured_outputs",
     "to_vllm_server_extra_body",
     "to_vllm_structured_outputs",
+    "unwrap_json_choice",
 ]
 
 DEFAULT_SCHEMA_NAME = "label_answer"
@@ -133,6 +135,34 @@ def to_snowflake_response_format(
     if flavor == "cortex":
         return {"type": "json", "schema": choice_json_schema(constraint)}
     return to_openai_response_format(constraint, name=name)
+
+
+def unwrap_json_choice(
+    text: str, constraint: LabelConstraint, metadata: MutableMapping[str, Any]
+) -> str:
+    """`{"label": "X"}` → `X`: the answer to a choice constraint sent as a JSON schema.
+
+    OpenAI-style `response_format` (OpenAI, and Snowflake's vLLM engine) has no choice
+    constraint, so choice mode rides on `choice_json_schema`; a server that honours it
+    answers `{"label": "X"}`, which is unwrapped here so the answer reads as the bare label
+    that choice mode promises. The raw JSON is kept in `metadata["raw_text"]`. Anything
+    else (free text, another label, malformed JSON) is returned unchanged, so the caller
+    still sees that the constraint was not applied.
+
+    Example:
+        >>> constraint = LabelConstraint(labels=("NORMAL", "POST_MI"))
+        >>> unwrap_json_choice('{"label": "POST_MI"}', constraint, metadata := {})
+        'POST_MI'
+    """
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    label = payload.get("label") if isinstance(payload, dict) else payload
+    if isinstance(label, str) and label in constraint.labels:
+        metadata["raw_text"] = text
+        return label
+    return text
 
 
 # --- transformers: a token trie over the label names --------------------------------------

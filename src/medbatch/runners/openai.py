@@ -82,7 +82,11 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
-from medbatch.constraints import to_openai_response_format, to_vllm_server_extra_body
+from medbatch.constraints import (
+    to_openai_response_format,
+    to_vllm_server_extra_body,
+    unwrap_json_choice,
+)
 from medbatch.errors import ConfigError, ImageLoadError
 from medbatch.images import native_size, to_data_url
 from medbatch.records import (
@@ -722,20 +726,8 @@ def _has_message(payload: Any) -> bool:
 
 
 def _unwrap_choice(text: str, constraint: LabelConstraint, metadata: dict[str, Any]) -> str:
-    """`{"label": "X"}` → `X`: OpenAI has no choice constraint, so choice mode rides on JSON.
-
-    An answer that is not such an object is left as it is, so the pipeline sees that the
-    constraint was not applied.
-    """
-    try:
-        payload = json.loads(text)
-    except json.JSONDecodeError:
-        return text
-    label = payload.get("label") if isinstance(payload, dict) else payload
-    if isinstance(label, str) and label in constraint.labels:
-        metadata["raw_text"] = text
-        return label
-    return text
+    # One copy of the unwrapping, shared with the Snowflake runner.
+    return unwrap_json_choice(text, constraint, metadata)
 
 
 def _usage(raw: Any) -> Usage | None:

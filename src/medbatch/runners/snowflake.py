@@ -2,13 +2,23 @@
 
 ```
 requests ─▶ local images ─1 LS + 1 PUT/folder─▶ @IMAGE_STAGE (content-addressed)
-         ─▶ rows (MEDBATCH_RECORD_ID, MESSAGES json) ─▶ run_batch(job_name=MEDBATCH_…)
-         ─▶ state() = {job name, output}  ── persisted at once: a restart re-attaches
+         ─▶ rows (MEDBATCH_RECORD_ID, MESSAGES json)
+         ─▶ state() = {job name, output}  ── persisted BEFORE run_batch is called
+         ─▶ run_batch(job_name=DB.SCHEMA.MEDBATCH_…, output=@OUT/results/<job name>/)
          ─▶ wait (rich status) ─ DONE ─▶ output parquet ─join on id─▶ responses
                                └ FAILED/timeout ─▶ log tail; every record an error
+
+resume: state has a job id ─▶ re-attach
+        state has only the name (interrupted inside run_batch, which blocks through the
+        image build) ─▶ look the job up by that name ─ found ─▶ re-attach
+                                                      └ absent ─▶ submit under the SAME
+        name: Snowflake refuses a second job of one name, so one run never pays for two
 ```
 
-Works with snowflake-ml-python 1.27+ and 2.x (see `medbatch.snowflake.api`).
+Each job gets its own output folder: `OVERWRITE` empties the folder it is given (1.x in
+the client, 2.x in the server's preflight), so a shared folder would let one job delete
+another run's results. Works with the releases `medbatch.snowflake.api.SUPPORTED_RELEASES`
+names (see `medbatch.snowflake.api`).
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from medbatch.constraints import unwrap_json_choice
 from medbatch.records import ImageRef, InferenceRequest, InferenceResponse, LabelConstraint
 from medbatch.runners.base import BatchRunner, RunnerCapabilities, RunnerConfig
 from medbatch.snowflake import SnowflakeJobError
@@ -39,7 +50,11 @@ from medbatch.snowflake.api import (
     function_signature,
     plan_params,
 )
-from medbatch.snowflake.identifiers import StageLocation, validate_identifier
+from medbatch.snowflake.identifiers import (
+    StageLocation,
+    validate_identifier,
+    validate_unquoted_stage_path,
+)
 from medbatch.snowflake.results import RECORD_ID_COLUMN, read_results
 from medbatch.snowflake.session import get_session
 from medbatch.snowflake.stage import StageUploader
@@ -50,6 +65,11 @@ logger = logging.getLogger(__name__)
 
 MESSAGES_COLUMN = "MESSAGES"
 TERMINAL_STATUSES = frozenset({"DONE", "FAILED", "CANCELLED", "INTERNAL_ERROR", "DELETED"})
+NOT_FOUND_CODE = 2003
+"""`sql_error_code` of `SnowparkSQLException` when an object does not exist (what the
+real `snowflake.ml.jobs.get_job` raises for an unknown job)."""
+ALREADY_EXISTS_CODE = 2002
+"""`sql_error_code` of `SnowparkSQLException` when an object of that name already exists."""
 
 
 def _response_format(constraint: LabelConstraint) -> dict[str, Any]:
@@ -63,6 +83,20 @@ def _response_format(constraint: LabelConstraint) -> dict[str, Any]:
             "json_schema": {"name": "label", "schema": constraint.json_schema(), "strict": True},
         }
     return dict(module.to_snowflake_response_format(constraint))
+
+
+ENGINE_NONE_CAVEATS = {
+    "constrained decoding (engine=None)": (
+        "not applied: the Hugging Face chat wrapper drops response_format, so constrained "
+        "answers come back as free text"
+    ),
+    "images (engine=None)": (
+        "dropped for text-generation models: the chat wrapper keeps only the text parts "
+        "of each message; use engine='vllm' for a vision-language model"
+    ),
+}
+"""What `plan()` warns about when `engine=None` (read from snowflake-ml-python 2.6's
+`huggingface/_utils._resolve_chat_params` and `_openai_chat_wrapper._apply_chat_template`)."""
 
 
 class SnowflakeBatchRunnerConfig(RunnerConfig):
@@ -87,7 +121,11 @@ class SnowflakeBatchRunnerConfig(RunnerConfig):
     )
     image_path: str = Field(default="images", description="Folder for uploads in image_stage.")
     output_stage: str = Field(default="MEDBATCH_OUTPUT", description="Stage for job output.")
-    output_path: str = Field(default="results", description="Folder for results in output_stage.")
+    output_path: str = Field(
+        default="results",
+        description="Folder for results in output_stage (letters, digits, _ - . / only); "
+        "each job writes under its own <output_path>/<job name>/.",
+    )
     create_stages: bool = Field(
         default=True, description="CREATE STAGE IF NOT EXISTS (SSE, directory table) at start."
     )
@@ -190,7 +228,9 @@ class SnowflakeBatchRunner(BatchRunner):
         for optional, what in ((cfg.warehouse, "warehouse"), (cfg.function_name, "function")):
             if optional is not None:
                 validate_identifier(optional, what)
+        validate_unquoted_stage_path(cfg.output_path, "output_path")
         namespace = f"{cfg.database}.{cfg.schema_name}"
+        self.namespace = namespace
         self.image_location = StageLocation(f"{namespace}.{cfg.image_stage}", cfg.image_path)
         self.output_location = StageLocation(f"{namespace}.{cfg.output_stage}", cfg.output_path)
         self.model_id = f"snowflake:{namespace}.{cfg.model}/{cfg.version}"
@@ -226,7 +266,7 @@ class SnowflakeBatchRunner(BatchRunner):
             self._model_version = self._lookup_model_version()
         self._api = detect_api(type(self._model_version).run_batch)
         if self._specs is None:
-            self._specs = SpecClasses.installed()
+            self._specs = SpecClasses.installed(self._api)
         if self.config.create_stages:
             for location in (self.image_location, self.output_location):
                 StageUploader(self.session, location).ensure_stage()
@@ -268,6 +308,8 @@ class SnowflakeBatchRunner(BatchRunner):
             "max batch rows": str(cfg.max_batch_rows or "default"),
             "engine": cfg.engine or "model default",
             "input frame chunks": f"{-(-n_records // cfg.chunk_rows) if n_records else 0}",
+            "output folder": f"{self.output_location.url}<job name>/ (one per job)",
+            **(ENGINE_NONE_CAVEATS if cfg.engine is None else {}),
         }
 
     def state(self) -> dict[str, Any]:
@@ -307,6 +349,9 @@ class SnowflakeBatchRunner(BatchRunner):
         if entry and entry.get("job_id"):
             logger.info("re-attaching to Snowflake job %s", entry["job_id"])
             job = self._get_job(entry["job_id"])
+        elif entry and entry.get("job_name"):
+            # Saved before run_batch returned: the job may exist although we never got its id.
+            entry, job = self._recover(key, entry, requests)
         else:
             entry, job = self._submit(key, requests)
         ids = [r.record_id for r in requests]
@@ -316,11 +361,69 @@ class SnowflakeBatchRunner(BatchRunner):
         if status != "DONE":
             yield from self._fail_all(job, entry, ids, status)
             return
-        yield from read_results(
-            self.session, StageLocation.parse(entry["results"]), ids, job=entry["job_name"]
+        # Choice mode went out as a `{"label": enum}` JSON schema (response_format has no
+        # choice type): read `{"label": "X"}` back as `X`, as the OpenAI runner does.
+        constraint = requests[0].constraint
+        choice = (
+            constraint
+            if constraint is not None and constraint.mode == "choice" and entry.get("constrained")
+            else None
         )
+        for response in read_results(
+            self.session, StageLocation.parse(entry["results"]), ids, job=entry["job_name"]
+        ):
+            if choice is None or response.text is None:
+                yield response
+                continue
+            metadata = dict(response.metadata)
+            text = unwrap_json_choice(response.text, choice, metadata)
+            yield response.model_copy(update={"text": text, "metadata": metadata})
 
-    def _submit(self, key: str, requests: Sequence[InferenceRequest]) -> tuple[dict[str, Any], Any]:
+    def _job_id(self, job_name: str) -> str:
+        return f"{self.namespace}.{job_name}"
+
+    def _recover(
+        self, key: str, entry: dict[str, Any], requests: Sequence[InferenceRequest]
+    ) -> tuple[dict[str, Any], Any]:
+        name = entry["job_name"]
+        job = self._find_job(name)
+        if job is None:
+            logger.info("Snowflake job %s was never created; submitting it now", name)
+            return self._submit(key, requests, job_name=name)
+        logger.info("found Snowflake job %s by name; re-attaching", name)
+        return self._attach(entry, job), job
+
+    def _attach(self, entry: dict[str, Any], job: Any) -> dict[str, Any]:
+        entry["job_id"] = str(getattr(job, "id", None) or self._job_id(entry["job_name"]))
+        entry["status"] = "PENDING"
+        self._notify_state()
+        return entry
+
+    def _find_job(self, job_name: str) -> Any | None:
+        """The job named `job_name`, or None when Snowflake says it does not exist.
+
+        Raises:
+            SnowflakeJobError: The lookup failed for another reason; nothing is submitted,
+                since a job might be running.
+        """
+        job_id = self._job_id(job_name)
+        try:
+            return self._lookup_job(job_id)
+        except Exception as exc:
+            if getattr(exc, "sql_error_code", None) == NOT_FOUND_CODE:
+                return None
+            raise SnowflakeJobError(
+                f"cannot tell whether Snowflake job {job_id} exists ({type(exc).__name__}: "
+                f"{exc}); not submitting a second job: resume again when the lookup works"
+            ) from exc
+
+    def _submit(
+        self,
+        key: str,
+        requests: Sequence[InferenceRequest],
+        *,
+        job_name: str | None = None,
+    ) -> tuple[dict[str, Any], Any]:
         cfg = self.config
         model_version = self._model_version
         if self._api is None or self._specs is None or model_version is None:
@@ -331,21 +434,19 @@ class SnowflakeBatchRunner(BatchRunner):
         if first.constraint is not None:
             response_format = _response_format(first.constraint)
         plan = plan_params(first.params, signature, response_format=response_format)
-        frame = self._input_frame(requests, plan.columns, key)
-        job_name = f"MEDBATCH_{key.upper()}_{uuid.uuid4().hex[:8].upper()}"
-        if self._api == "1.x":
-            # 1.x writes straight into stage_location (OVERWRITE clears it): one folder per job.
-            output = self.output_location.child(job_name).url
-            results = output
-        else:
-            # 2.x writes under <stage_location>/<job_name>/ itself.
-            output = self.output_location.url
-            results = self.output_location.child(job_name).url
+        frame = self._input_frame(requests, key)
+        if job_name is None:
+            job_name = f"MEDBATCH_{key.upper()}_{uuid.uuid4().hex[:8].upper()}"
+        # One output base per job: OVERWRITE empties the base it is given (1.x client-side,
+        # 2.x in the server's preflight), so a shared base could delete another run's results.
+        output = self.output_location.child(job_name)
+        # 1.x writes into the base itself; 2.x under <base>/<job name>/.
+        results = output if self._api == "1.x" else output.child(job_name)
         options = JobOptions(
             compute_pool=cfg.compute_pool,
-            output_location=output,
+            output_location=output.url,
             params=plan.params,
-            job_name=job_name,
+            job_name=self._job_id(job_name),
             function_name=cfg.function_name,
             gpu_requests=str(cfg.gpus_per_replica) if cfg.gpus_per_replica else None,
             cpu_requests=cfg.cpu_requests,
@@ -361,26 +462,34 @@ class SnowflakeBatchRunner(BatchRunner):
         entry: dict[str, Any] = {
             "job_name": job_name,
             "job_id": None,
-            "results": results,
+            "results": results.url,
             "api": self._api,
             "status": "SUBMITTING",
             "records": len(requests),
+            "constrained": plan.constrained,
         }
+        # Persisted before the call: run_batch blocks through the image build, and a run
+        # interrupted there must find this job by name instead of starting another.
         self._jobs[key] = entry
         self._notify_state()
         try:
             job = model_version.run_batch(**kwargs)
         except Exception as exc:
-            del self._jobs[key]
+            if getattr(exc, "sql_error_code", None) == ALREADY_EXISTS_CODE:
+                # An earlier, interrupted submission created it after all: use that one.
+                found = self._find_job(job_name)
+                if found is not None:
+                    logger.info("Snowflake job %s already exists; re-attaching", job_name)
+                    return self._attach(entry, found), found
+            # The entry (and its name) stays: a resume looks the job up before submitting.
+            entry["status"] = "SUBMIT_FAILED"
             self._notify_state()
             raise SnowflakeJobError(f"run_batch did not start job {job_name}: {exc}") from exc
-        entry["job_id"] = str(getattr(job, "id", job_name))
-        entry["status"] = "PENDING"
-        self._notify_state()
+        self._attach(entry, job)
         logger.info("submitted Snowflake job %s for %d records", entry["job_id"], len(requests))
         return entry, job
 
-    def _get_job(self, job_id: str) -> Any:
+    def _lookup_job(self, job_id: str) -> Any:
         getter = self._job_getter
         if getter is None:
             from snowflake.ml.jobs import get_job
@@ -388,16 +497,17 @@ class SnowflakeBatchRunner(BatchRunner):
             def getter(job_id: str, session: Any) -> Any:
                 return get_job(job_id, session=session)
 
+        return getter(job_id, self.session)
+
+    def _get_job(self, job_id: str) -> Any:
         try:
-            return getter(job_id, self.session)
+            return self._lookup_job(job_id)
         except Exception as exc:
             raise SnowflakeJobError(f"cannot re-attach to Snowflake job {job_id}: {exc}") from exc
 
     # -- input rows ------------------------------------------------------------------------
 
-    def _input_frame(
-        self, requests: Sequence[InferenceRequest], columns: dict[str, Any], key: str
-    ) -> Any:
+    def _input_frame(self, requests: Sequence[InferenceRequest], key: str) -> Any:
         local = sorted({image.path for r in requests for image in r.images if image.path})
         uploaded: dict[Path, str] = {}
         if local:
@@ -416,17 +526,9 @@ class SnowflakeBatchRunner(BatchRunner):
             encoded = base64.b64encode(ref.read_bytes()).decode()
             return f"data:{ref.resolved_media_type};base64,{encoded}"
 
-        extra = [
-            (name.upper(), json.dumps(value) if isinstance(value, list) else value)
-            for name, value in columns.items()
-        ]
-        schema = [RECORD_ID_COLUMN, MESSAGES_COLUMN, *[name for name, _ in extra]]
+        schema = [RECORD_ID_COLUMN, MESSAGES_COLUMN]
         rows = (
-            (
-                r.record_id,
-                json.dumps([m.to_openai(image_url=image_url) for m in r.messages]),
-                *[value for _, value in extra],
-            )
+            (r.record_id, json.dumps([m.to_openai(image_url=image_url) for m in r.messages]))
             for r in requests
         )
         return self._dataframe(rows, schema, len(requests), key)

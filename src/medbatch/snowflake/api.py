@@ -4,26 +4,32 @@ The two major versions take the same job in different shapes (read from the pack
 sources, not their docs):
 
 ```
-                     1.x (1.27)                              2.x (2.6)
-spec classes         snowflake.ml.model                      snowflake.ml.model.batch_inference
+                     1.x (1.27 – 1.54)                       2.x (2.0 – 2.6)
+spec classes         snowflake.ml.model (1.27),              snowflake.ml.model.batch_inference
+                     snowflake.ml.model.batch (1.28+)
 GPUs, CPU, memory    job_spec=JobSpec(gpu_requests=...)      resources_spec=ResourcesSpec(...)
 workers, batch rows  JobSpec(num_workers, max_batch_rows)    inference_spec=InferenceSpec(...)
 vLLM                 inference_engine_options={"engine":..}  InferenceSpec(engine_options=...)
 job name, replicas   JobSpec(job_name, replicas)             job_name=, replicas= keywords
 results folder       <stage_location>                        <stage_location>/<job_name>/
+OVERWRITE removes    <stage_location> (client-side)          <stage_location> (server preflight)
 input copy           <stage_location>/_temporary/            <stage_location>/_snowflake_temporary/
 unknown spec fields  accepted silently                       rejected (extra="forbid")
 params checked       client-side (validate_params)           server-side
 ```
 
 Which one is installed is decided from the real `run_batch` signature (`detect_api`), never
-from a version string. Generation parameters are translated to the names the model
+from a version string, and the spec classes are taken from the module that API needs: 1.50
+to 1.54 already ship the 2.x `batch_inference` module (no `JobSpec`) while their `run_batch`
+still takes `job_spec=`, and 1.28 to 1.49 no longer export the specs from
+`snowflake.ml.model`. Generation parameters are translated to the names the model
 function's signature declares: the stock OpenAI chat signatures take
 `max_completion_tokens`, not `max_tokens`, and 1.x rejects unknown names client-side.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +42,9 @@ from medbatch.records import GenerationParams
 from medbatch.snowflake import SnowflakeJobError, SnowflakeParamsError
 
 __all__ = [
+    "SPEC_CLASS_NAMES",
+    "SPEC_MODULES",
+    "SUPPORTED_RELEASES",
     "ApiVersion",
     "JobOptions",
     "ParamPlan",
@@ -52,6 +61,22 @@ ApiVersion = Literal["1.x", "2.x"]
 
 MAX_TOKENS_NAMES = ("max_completion_tokens", "max_tokens", "max_new_tokens")
 """Names a signature may use for the answer length, in order of preference."""
+
+SUPPORTED_RELEASES = "snowflake-ml-python 1.27 to 1.54 and 2.0 to 2.6"
+"""The releases whose argument building is tested (see docs/concepts/checked-against-real.md)."""
+
+SPEC_MODULES: dict[ApiVersion, tuple[str, ...]] = {
+    # 1.28 moved the 1.x specs to `snowflake.ml.model.batch`; 1.27 has them at the top.
+    "1.x": ("snowflake.ml.model.batch", "snowflake.ml.model"),
+    "2.x": ("snowflake.ml.model.batch_inference",),
+}
+"""Where each API's spec classes are exported, first match wins."""
+
+SPEC_CLASS_NAMES: dict[ApiVersion, tuple[str, ...]] = {
+    "1.x": ("InputSpec", "OutputSpec", "SaveMode", "JobSpec"),
+    "2.x": ("InputSpec", "OutputSpec", "SaveMode", "ResourcesSpec", "InferenceSpec"),
+}
+"""The classes `build_run_batch_kwargs` needs for each API."""
 
 
 def detect_api(run_batch: Callable[..., Any] | inspect.Signature) -> ApiVersion:
@@ -70,7 +95,7 @@ def detect_api(run_batch: Callable[..., Any] | inspect.Signature) -> ApiVersion:
         return "2.x"
     raise SnowflakeJobError(
         f"unsupported ModelVersion.run_batch{signature}: medbatch supports "
-        "snowflake-ml-python 1.27+ (job_spec=) and 2.x (resources_spec=, inference_spec=)"
+        f"{SUPPORTED_RELEASES} (job_spec=, or resources_spec= and inference_spec=)"
     )
 
 
@@ -104,25 +129,46 @@ class SpecClasses:
         )
 
     @classmethod
-    def installed(cls) -> SpecClasses:
-        """The classes of the installed snowflake-ml-python (2.x module first, then 1.x).
+    def installed(
+        cls,
+        api: ApiVersion | None = None,
+        *,
+        import_module: Callable[[str], ModuleType] | None = None,
+    ) -> SpecClasses:
+        """The spec classes the installed `run_batch` of API `api` takes.
+
+        Args:
+            api: The API `detect_api` found; None detects it from the installed
+                `ModelVersion.run_batch`.
+            import_module: Imports a module by name (default `importlib.import_module`; a
+                seam to read another release from its wheel).
 
         Raises:
             MissingDependencyError: snowflake-ml-python is not installed.
+            SnowflakeJobError: No module of this release exports the classes `api` needs.
         """
-        import importlib
-
+        load = import_module or importlib.import_module
         try:
-            engine = importlib.import_module("snowflake.ml.model.inference_engine")
+            engine = load("snowflake.ml.model.inference_engine")
+            if api is None:
+                api = detect_api(load("snowflake.ml.model").ModelVersion.run_batch)
         except ImportError as exc:
             raise MissingDependencyError(
                 "SnowflakeBatchRunner", "snowflake-ml-python", "snowflake"
             ) from exc
-        try:
-            specs = importlib.import_module("snowflake.ml.model.batch_inference")
-        except ImportError:
-            specs = importlib.import_module("snowflake.ml.model")
-        return cls.from_modules(specs, engine)
+        needed = SPEC_CLASS_NAMES[api]
+        for name in SPEC_MODULES[api]:
+            try:
+                specs = load(name)
+            except ImportError:
+                continue
+            if all(hasattr(specs, cls_name) for cls_name in needed):
+                return cls.from_modules(specs, engine)
+        raise SnowflakeJobError(
+            f"run_batch takes the {api} arguments, but none of {', '.join(SPEC_MODULES[api])} "
+            f"exports {', '.join(needed)}: this snowflake-ml-python release is not supported "
+            f"({SUPPORTED_RELEASES})"
+        )
 
 
 @dataclass(frozen=True)
@@ -175,6 +221,12 @@ def build_run_batch_kwargs(
         >>> kwargs = build_run_batch_kwargs("1.x", df, JobOptions("POOL", "@S/out/"), specs)
         >>> job = mv.run_batch(**kwargs)
     """
+    missing = [name for name in SPEC_CLASS_NAMES[api] if getattr(specs, name) is None]
+    if missing:
+        raise SnowflakeJobError(
+            f"run_batch takes the {api} arguments but these spec classes were not found: "
+            f"{', '.join(missing)} (use SpecClasses.installed({api!r}))"
+        )
     mode = specs.SaveMode.OVERWRITE if options.overwrite else specs.SaveMode.ERROR
     output_spec = specs.OutputSpec(stage_location=options.output_location, mode=mode)
     input_spec = specs.InputSpec(**_given(params=dict(options.params) if options.params else None))
@@ -267,13 +319,12 @@ class ParamPlan:
     """How generation parameters reach the model.
 
     Attributes:
-        params: `InputSpec(params=...)`, for signatures that declare `params`.
-        columns: Constant input columns, for signatures (e.g. the stock
-            `OPENAI_CHAT_SIGNATURE`) that take temperature and friends as input features.
+        params: `InputSpec(params=...)`, keyed by the names the signature declares.
+        constrained: A `response_format` is among `params` (the answers are constrained).
     """
 
-    params: dict[str, Any] | None
-    columns: dict[str, Any]
+    params: dict[str, Any]
+    constrained: bool = False
 
 
 def _names(specs: Sequence[Any] | None) -> dict[str, str]:
@@ -286,25 +337,28 @@ def plan_params(
     *,
     response_format: Mapping[str, Any] | None = None,
 ) -> ParamPlan:
-    """Translate `GenerationParams` to the names the model function declares.
+    """Translate `GenerationParams` to the `params` names the model function declares.
 
     `max_tokens` becomes `max_completion_tokens` (stock OpenAI signatures), `max_tokens` or
     `max_new_tokens`, whichever the signature has. `seed` is sent only when declared (the
     stock signatures have none; decoding is greedy by default, so nothing depends on it).
 
     Raises:
-        SnowflakeParamsError: A needed parameter has no counterpart; the message lists the
-            valid names.
+        SnowflakeParamsError: The signature declares no `params` (generation settings as
+            input columns, as `OPENAI_CHAT_SIGNATURE` has them, are not supported), or a
+            needed parameter has no counterpart; the message lists the valid names.
     """
     declared = _names(getattr(signature, "params", None))
-    as_columns = not declared
-    if as_columns:
-        declared = {
-            k: v
-            for k, v in _names(getattr(signature, "inputs", None)).items()
-            if k not in ("messages", "prompt")
-        }
-    valid = ", ".join(sorted(declared.values())) or "none"
+    if not declared:
+        # The stock no-params signature wants every setting as a typed input column (`stop`
+        # an array, `n`, `stream`, the penalties and a `response_format` object all
+        # required); we send a JSON `MESSAGES` text column only, so refuse it up front.
+        raise SnowflakeParamsError(
+            "the model function declares no params (generation settings as input columns, "
+            "e.g. OPENAI_CHAT_SIGNATURE): medbatch passes them as params only; log the model "
+            "with snowflake.ml.model.openai_signatures.OPENAI_CHAT_WITH_PARAMS_SIGNATURE"
+        )
+    valid = ", ".join(sorted(declared.values()))
 
     def name_for(candidates: Sequence[str], what: str, required: bool) -> str | None:
         for candidate in candidates:
@@ -335,12 +389,12 @@ def plan_params(
                 "the model function takes no seed; sampling at temperature %s is unseeded",
                 generation.temperature,
             )
+    constrained = False
     if response_format is not None:
         fmt = name_for(("response_format",), "response_format", required=False)
         if fmt is not None:
             values[fmt] = dict(response_format)
+            constrained = True
         else:
             logger.info("the model function takes no response_format: answers are unconstrained")
-    if as_columns:
-        return ParamPlan(params=None, columns=values)
-    return ParamPlan(params=values, columns={})
+    return ParamPlan(params=values, constrained=constrained)

@@ -19,12 +19,20 @@ from dataclasses import dataclass
 
 from medbatch.snowflake import SnowflakeIdentifierError
 
-__all__ = ["StageLocation", "qualified_name", "validate_identifier", "validate_stage_path"]
+__all__ = [
+    "StageLocation",
+    "qualified_name",
+    "validate_identifier",
+    "validate_stage_path",
+    "validate_unquoted_stage_path",
+]
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,254}")
 # Folder and file names seen in medical image sets: letters, digits, `_ - . ( ) + =`,
 # spaces; never quotes, backslashes, semicolons or comment markers.
 _PATH = re.compile(r"[A-Za-z0-9_\-.()+= /]*")
+# What may stand unquoted after `@stage/` in SQL text that we do not write ourselves.
+_UNQUOTED_PATH = re.compile(r"[A-Za-z0-9_\-./]*")
 
 
 def validate_identifier(name: str, what: str = "identifier") -> str:
@@ -79,6 +87,26 @@ def validate_stage_path(path: str, what: str = "stage path") -> str:
             f"{what} {path!r} may only contain letters, digits, spaces and _ - . ( ) + = /"
         )
     return "/".join(part for part in path.split("/") if part)
+
+
+def validate_unquoted_stage_path(path: str, what: str = "stage path") -> str:
+    """Like `validate_stage_path`, for paths the Snowflake SDK puts into SQL unquoted.
+
+    snowflake-ml-python 2.x writes the output location into `EXECUTE INFERENCE JOB SERVICE
+    ... FROM @<output>/_snowflake_temporary/<uuid>/` without quotes, so a space (or `(`,
+    `+`, `=`) there breaks the statement after the input has already been copied. Such
+    paths are refused before anything runs.
+
+    Raises:
+        SnowflakeIdentifierError: The path has characters outside `[A-Za-z0-9_-./]`.
+    """
+    normalised = validate_stage_path(path, what)
+    if not _UNQUOTED_PATH.fullmatch(normalised):
+        raise SnowflakeIdentifierError(
+            f"{what} {path!r} may only contain letters, digits and _ - . / here: "
+            "snowflake-ml-python writes it unquoted into SQL (FROM @stage/path/)"
+        )
+    return normalised
 
 
 @dataclass(frozen=True)

@@ -104,10 +104,14 @@ def content_addressed_name(path: Path, sha256: str | None = None) -> str:
     Example:
         >>> content_addressed_name(Path("Normal(1).JPG"), "ab" * 32)
         'Normal_1_-abababababababababababab.jpg'
+        >>> content_addressed_name(Path("uni.jpé"), "ab" * 32)
+        'uni-abababababababababababab.jp_'
     """
     digest = sha256 or sha256_file(path)
     stem = _SAFE_STEM.sub("_", path.stem)[:80] or "image"
-    return f"{stem}-{digest[:24]}{path.suffix.lower()}"
+    # The suffix too: one `uni.jpé` must not make the stage path of the whole job invalid.
+    suffix = _SAFE_STEM.sub("_", path.suffix.lower()[1:])[:16]
+    return f"{stem}-{digest[:24]}.{suffix}" if suffix else f"{stem}-{digest[:24]}"
 
 
 @dataclass

@@ -6,50 +6,71 @@ runner = SnowflakeBatchRunner(session=fake.session, model_version=fake.model_ver
                               job_getter=fake.get_job, sleep=lambda s: None, **settings)
 ```
 
-What is real and what is faked:
+What is real and what is faked (docs/concepts/checked-against-real.md has the full list):
 
 * `FakeSession` wraps Snowpark **local testing** (`local_testing=True`) for
   `create_dataframe`, `to_pandas`, wildcard `file.put`, `file.get` and `put_stream`; it
   emulates the few statements local testing lacks (`LS`, `CREATE/DESC/ALTER STAGE`) over
   the same local stage files, and counts every round trip (`calls`).
-* `FakeModelVersion.run_batch` carries the **installed** `ModelVersion.run_batch`
-  signature (or one read from another release's source with `run_batch_signature_from_source`)
-  and binds each call to it; spec arguments must be instances of the real spec classes;
-  params are checked by snowflake-ml-python's own `validate_params` against a real
-  signature from `snowflake.ml.model.openai_signatures`. Output parquet is written in the
-  real layout (1.x: into the output location; 2.x: `<output>/<job_name>/`), with the
-  OpenAI chat-completion columns plus every input column passed through.
-* `FakeJob` scripts statuses (`PENDING → RUNNING → DONE` by default), logs and cancel.
+* `FakeModelVersion.run_batch` carries the `run_batch` signature of the **installed**
+  release, or of another release read from its wheel (`release=WheelRelease(...)`), and
+  binds each call to it; each spec argument must be an instance of the class that
+  release's `run_batch` is annotated with; params are checked by snowflake-ml-python's own
+  `validate_params` against a real signature from `snowflake.ml.model.openai_signatures`.
+  `SaveMode` is applied as each API does (1.x: the client empties the output location;
+  2.x: the server's preflight empties it, sparing `_snowflake_temporary/`). Output parquet
+  is written in the real layout (1.x: into the output location; 2.x:
+  `<output>/<job_name>/`), with the OpenAI chat-completion columns plus every input column
+  passed through.
+* `structured_outputs="ignore"` answers free text whatever `response_format` says;
+  `"honour"` answers a JSON document of the schema, as vLLM's guided decoding does
+  (`honour_response_format`).
+* Jobs live in the session's namespace under their (qualified, upper-case) name: a second
+  job of one name and an unknown name raise the real `SnowparkSQLException`
+  (`sql_error_code` 2002 and 2003). `FakeJob` scripts statuses (`PENDING → RUNNING →
+  DONE` by default), logs and cancel. `interrupt=` kills the client inside `run_batch`,
+  before or after the job is created.
 """
 
 from __future__ import annotations
 
-import ast
+import functools
 import hashlib
+import importlib
 import inspect
 import io
 import json
 import os
 import re
-import sys
 import types
+import typing
 import uuid
-import zipfile
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from medbatch.snowflake.api import SpecClasses, detect_api
+from medbatch.snowflake.api import ApiVersion, SpecClasses, detect_api
+from medbatch.testing._snowflake_wheels import WheelRelease, run_batch_signature_from_source
 
 __all__ = [
+    "TESTED_WHEELS",
     "FakeJob",
     "FakeModelVersion",
     "FakeSession",
     "FakeSnowflake",
+    "SnowflakeRelease",
+    "WheelRelease",
+    "annotated_spec_classes",
+    "honour_response_format",
+    "installed_run_batch_signature",
     "load_release_from_wheel",
     "openai_chat_signature",
     "run_batch_signature_from_source",
+    "sf127_wheel",
+    "sf_wheel",
+    "snowflake_release",
 ]
 
 Answer = Callable[[list[dict[str, Any]], dict[str, Any]], str | None]
@@ -71,104 +92,89 @@ def openai_chat_signature(with_params: bool = True) -> Any:
 # -- other releases, read from their wheel without installing them -------------------------
 
 
-class _SourceDefault:
-    """A default value as written in source (`None`, `True`), shown verbatim."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
-
-
-def run_batch_signature_from_source(source: str) -> inspect.Signature:
-    """`ModelVersion.run_batch`'s signature, parsed (not imported) from a module's source.
-
-    Raises:
-        LookupError: The source has no `ModelVersion.run_batch`.
-    """
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ClassDef) and node.name == "ModelVersion":
-            for item in node.body:
-                if isinstance(item, ast.FunctionDef) and item.name == "run_batch":
-                    return _signature_of(item.args)
-    raise LookupError("no ModelVersion.run_batch in this source")
-
-
-def _signature_of(args: ast.arguments) -> inspect.Signature:
-    params: list[inspect.Parameter] = []
-    positional = [*args.posonlyargs, *args.args]
-    defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults))
-    defaults += list(args.defaults)
-    for index, (arg, default) in enumerate(zip(positional, defaults, strict=True)):
-        kind = (
-            inspect.Parameter.POSITIONAL_ONLY
-            if index < len(args.posonlyargs)
-            else inspect.Parameter.POSITIONAL_OR_KEYWORD
-        )
-        params.append(_parameter(arg, kind, default))
-    if args.vararg:
-        params.append(inspect.Parameter(args.vararg.arg, inspect.Parameter.VAR_POSITIONAL))
-    for arg, kw_default in zip(args.kwonlyargs, args.kw_defaults, strict=True):
-        params.append(_parameter(arg, inspect.Parameter.KEYWORD_ONLY, kw_default))
-    if args.kwarg:
-        params.append(inspect.Parameter(args.kwarg.arg, inspect.Parameter.VAR_KEYWORD))
-    return inspect.Signature(params)
-
-
-def _parameter(arg: ast.arg, kind: Any, default: ast.expr | None) -> inspect.Parameter:
-    return inspect.Parameter(
-        arg.arg,
-        kind,
-        default=inspect.Parameter.empty
-        if default is None
-        else _SourceDefault(ast.unparse(default)),
-        annotation=ast.unparse(arg.annotation) if arg.annotation else inspect.Parameter.empty,
-    )
-
-
-def _exec_module(name: str, source: str, origin: str) -> types.ModuleType:
-    module = types.ModuleType(name)
-    module.__file__ = origin
-    sys.modules[name] = module  # pydantic resolves annotations through sys.modules
-    exec(compile(source, origin, "exec"), module.__dict__)  # noqa: S102 - a pinned wheel's file
-    return module
-
-
 def load_release_from_wheel(wheel: str | Path) -> tuple[inspect.Signature, SpecClasses]:
     """The real `run_batch` signature and spec classes of another snowflake-ml-python wheel.
 
-    The signature is parsed with `ast`; the spec module (pure pydantic) and the
-    `InferenceEngine` enum are executed from the wheel's own files, so the classes are the
-    release's real ones, never a hand-written copy.
+    The signature is parsed with `ast`; the spec classes are those of the public module the
+    detected API needs (`SpecClasses.installed(api, import_module=...)`), executed from the
+    wheel's own files (see `WheelRelease`), never a hand-written copy.
     """
-    path = Path(wheel)
-    tag = hashlib.sha256(str(path).encode()).hexdigest()[:8]
-    with zipfile.ZipFile(path) as archive:
+    release = WheelRelease(wheel)
+    signature = release.run_batch_signature()
+    return signature, SpecClasses.installed(
+        detect_api(signature), import_module=release.import_module
+    )
 
-        def read(member: str) -> str:
-            return archive.read(member).decode()
 
-        base = "snowflake/ml/model/"
-        signature = run_batch_signature_from_source(
-            read(base + "_client/model/model_version_impl.py")
-        )
-        names = archive.namelist()
-        spec_file = next(
-            f"{base}_client/model/{n}.py"
-            for n in ("batch_inference_specs", "batch_inference_job_specs")
-            if f"{base}_client/model/{n}.py" in names
-        )
-        engine = _exec_module(
-            f"_medbatch_sf_{tag}_engine", read(base + "inference_engine.py"), f"{path}/engine"
-        )
-        spec_source = read(spec_file).replace(
-            "from snowflake.ml.model import inference_engine as inference_engine_module",
-            f"import _medbatch_sf_{tag}_engine as inference_engine_module",
-        )
-        specs = _exec_module(f"_medbatch_sf_{tag}_specs", spec_source, f"{path}/{spec_file}")
-    return signature, SpecClasses.from_modules(specs, engine)
+TESTED_WHEELS = ("1.27.0", "1.47.0", "1.54.0", "2.0.0")
+"""Releases fetched by `scripts/fetch_sf_wheels.sh` (the installed 2.x is tested too)."""
+
+
+def sf_wheel(version: str) -> Path | None:
+    """The snowflake-ml-python `version` wheel fetched by `scripts/fetch_sf_wheels.sh`.
+
+    Looks in `$MEDBATCH_SF_WHEELS_DIR` (default `.cache/sf`), then the older `.cache/sf127`.
+    """
+    for directory in (os.environ.get("MEDBATCH_SF_WHEELS_DIR", ".cache/sf"), ".cache/sf127"):
+        wheels = sorted(Path(directory).glob(f"snowflake_ml_python-{version}-*.whl"))
+        if wheels:
+            return wheels[0]
+    return None
+
+
+def sf127_wheel() -> Path | None:
+    """The snowflake-ml-python 1.27.0 wheel, if fetched (`sf_wheel("1.27.0")`)."""
+    return sf_wheel("1.27.0")
+
+
+@dataclass(frozen=True)
+class SnowflakeRelease:
+    """One snowflake-ml-python release: the installed one, or one read from its wheel.
+
+    Attributes:
+        name: `"installed"` or the wheel's version.
+        signature: Its `ModelVersion.run_batch` signature.
+        wheel: The wheel, None for the installed release.
+    """
+
+    name: str
+    signature: inspect.Signature
+    wheel: WheelRelease | None = None
+
+    @property
+    def api(self) -> ApiVersion:
+        """`1.x` or `2.x`, by `detect_api`."""
+        return detect_api(self.signature)
+
+    def import_module(self, name: str) -> types.ModuleType:
+        """The release's module `name`."""
+        if self.wheel is None:
+            return importlib.import_module(name)
+        return self.wheel.import_module(name)
+
+    def specs(self) -> SpecClasses:
+        """The spec classes medbatch picks for this release (the code under test)."""
+        return SpecClasses.installed(self.api, import_module=self.import_module)
+
+    def annotated(self) -> dict[str, type]:
+        """The spec classes the release's own `run_batch` annotations name."""
+        return annotated_spec_classes(self.signature, self.wheel)
+
+    def fake_options(self) -> dict[str, Any]:
+        """`FakeSnowflake` options that make the fake behave as this release."""
+        return {"release": self.wheel} if self.wheel is not None else {}
+
+
+@functools.cache
+def snowflake_release(name: str) -> SnowflakeRelease | None:
+    """`"installed"` or a version of `TESTED_WHEELS`; None when its wheel is not fetched."""
+    if name == "installed":
+        return SnowflakeRelease(name, installed_run_batch_signature())
+    wheel = sf_wheel(name)
+    if wheel is None:
+        return None
+    release = WheelRelease(wheel)
+    return SnowflakeRelease(name, release.run_batch_signature(), release)
 
 
 # -- session ---------------------------------------------------------------------------------
@@ -256,6 +262,25 @@ class FakeSession:
                 found.append((relative, len(data), hashlib.md5(data).hexdigest()))  # noqa: S324
         return found
 
+    def remove(self, location: str, *, keep: str | None = None) -> int:
+        """Delete every file under `location` (what `REMOVE @location` does); returns the count.
+
+        Args:
+            location: `@STAGE/path/`.
+            keep: A sub-folder name under `location` whose files are left alone.
+        """
+        from snowflake.snowpark.mock._stage_registry import extract_stage_name_and_prefix
+
+        stage, prefix = extract_stage_name_and_prefix(location)
+        root = self._stage_dir(stage)
+        kept = f"{prefix.rstrip('/')}/{keep}/".lstrip("/") if keep else None
+        removed = 0
+        for relative, _, _ in self.stage_files(location):
+            if root is not None and not (kept and relative.startswith(kept)):
+                (root / relative).unlink()
+                removed += 1
+        return removed
+
     def sql(self, query: str, params: Sequence[Any] | None = None) -> _Rows:
         from snowflake.snowpark import Row
 
@@ -288,7 +313,97 @@ class FakeSession:
         raise NotImplementedError(f"FakeSession does not emulate: {query!r}")
 
 
+# -- a server that honours response_format ---------------------------------------------------
+
+
+def _conforms(value: Any, schema: Mapping[str, Any]) -> bool:
+    kind = schema.get("type")
+    if "enum" in schema and value not in schema["enum"]:
+        return False
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "object":
+        properties = schema.get("properties", {})
+        if not isinstance(value, dict) or not set(schema.get("required", ())) <= set(value):
+            return False
+        if schema.get("additionalProperties") is False and not set(value) <= set(properties):
+            return False
+        return all(_conforms(value[key], properties[key]) for key in value if key in properties)
+    raise NotImplementedError(f"honour_response_format does not know schema type {kind!r}")
+
+
+def _instance(schema: Mapping[str, Any], text: str) -> Any:
+    kind = schema.get("type")
+    if kind == "string" and "enum" in schema:
+        # The member the free answer names first (the longest at a tie, so "POST_MI" is not
+        # read as "MI"); a grammar-constrained model that named none still emits a member.
+        named = [(text.find(m), -len(m), m) for m in schema["enum"] if m in text]
+        return min(named)[2] if named else schema["enum"][0]
+    if kind == "string":
+        return text
+    if kind == "object":
+        properties = schema.get("properties", {})
+        return {key: _instance(properties[key], text) for key in schema.get("required", ())}
+    raise NotImplementedError(f"honour_response_format does not know schema type {kind!r}")
+
+
+def honour_response_format(text: str, response_format: Mapping[str, Any]) -> str:
+    """The content a server that honours `response_format` returns for free answer `text`.
+
+    Snowflake's vLLM engine serves the stock OpenAI chat signatures, and vLLM compiles a
+    `json_schema` response format into a grammar that masks every token outside it: the
+    message content is always a JSON document valid against the schema (with `strict`, the
+    required properties and nothing else), e.g. `{"label": "POST_MI"}`, never free text.
+    The fake cannot steer a model token by token, so it keeps an answer that already is
+    such a document and otherwise builds one from the free answer: an `enum` string gets the
+    member the answer names first (the first member if none), any other string the answer.
+
+    Raises:
+        NotImplementedError: A response format or schema feature outside that subset.
+    """
+    if response_format.get("type") != "json_schema":
+        raise NotImplementedError(f"response_format type {response_format.get('type')!r}")
+    schema = response_format["json_schema"]["schema"]
+    try:
+        if _conforms(json.loads(text), schema):
+            return text
+    except json.JSONDecodeError:
+        pass
+    return json.dumps(_instance(schema, text))
+
+
 # -- jobs and the model version -------------------------------------------------------------
+
+
+IMAGE_TOKENS = 256
+"""Prompt tokens per image (Gemma 3 / MedGemma encode every image as 256 soft tokens)."""
+
+
+def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    # Words stand in for text tokens; each image adds its fixed block, as vLLM counts it.
+    tokens = 0
+    for message in messages:
+        content = message.get("content")
+        parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        for part in parts:
+            if part.get("type") == "image_url":
+                tokens += IMAGE_TOKENS
+            else:
+                tokens += len(str(part.get("text") or "").split())
+    return tokens
+
+
+def _sql_error(message: str, code: int) -> Exception:
+    """The real `SnowparkSQLException` the server answers with (`sql_error_code` set)."""
+    from snowflake.snowpark.exceptions import SnowparkSQLException
+
+    return SnowparkSQLException(message, sql_error_code=code)
+
+
+def _qualified(name: str, database: str, schema: str) -> str:
+    # Unquoted identifiers resolve upper-case; unqualified job names to the model's namespace.
+    parts = name.upper().split(".")
+    return ".".join([database.upper(), schema.upper(), *parts][-3:])
 
 
 class FakeJob:
@@ -343,6 +458,44 @@ def installed_run_batch_signature() -> inspect.Signature:
     return inspect.signature(ModelVersion.run_batch)
 
 
+SPEC_PARAMETERS = (
+    "input_spec",
+    "output_spec",
+    "job_spec",
+    "resources_spec",
+    "inference_spec",
+    "image_build_spec",
+)
+"""`run_batch` parameters whose value must be an instance of the annotated spec class."""
+
+
+def annotated_spec_classes(
+    signature: inspect.Signature, release: WheelRelease | None = None
+) -> dict[str, type]:
+    """`parameter -> class` that `run_batch`'s own annotations name, for the spec arguments.
+
+    Args:
+        signature: A `run_batch` signature (installed, or parsed from `release`).
+        release: Resolves the text annotations of a signature parsed from a wheel.
+    """
+    from pydantic import BaseModel
+
+    classes: dict[str, type] = {}
+    for name in SPEC_PARAMETERS:
+        parameter = signature.parameters.get(name)
+        if parameter is None or parameter.annotation is inspect.Parameter.empty:
+            continue
+        if isinstance(parameter.annotation, str):
+            if release is not None:
+                classes[name] = release.annotation_class(name)
+            continue
+        candidates = [parameter.annotation, *typing.get_args(parameter.annotation)]
+        for candidate in candidates:
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                classes[name] = candidate
+    return classes
+
+
 def _make_run_batch(signature: inspect.Signature) -> Callable[..., Any]:
     def run_batch(self: FakeModelVersion, *args: Any, **kwargs: Any) -> Any:
         bound = signature.bind(self, *args, **kwargs)  # TypeError, as the real call would
@@ -350,6 +503,9 @@ def _make_run_batch(signature: inspect.Signature) -> Callable[..., Any]:
 
     run_batch.__signature__ = signature  # type: ignore[attr-defined]
     return run_batch
+
+
+StructuredOutputs = Literal["ignore", "honour"]
 
 
 class FakeModelVersion:
@@ -360,21 +516,37 @@ class FakeModelVersion:
         answer: `(messages, params) -> text` producing each row's answer.
         signature: The model function's `ModelSignature` (default: the stock OpenAI chat
             signature with params).
-        run_batch_signature: The `run_batch` signature to bind to (default: installed).
-        specs: The spec classes calls must use (default: installed).
+        run_batch_signature: The `run_batch` signature to bind to (default: the release's,
+            else the installed one).
+        release: Another snowflake-ml-python release (a wheel) to behave as: its
+            `run_batch` signature, and its annotated spec classes as the ones calls must use.
+        specs: Spec classes, for tests that build calls by hand (default: the release's or
+            the installed package's).
+        structured_outputs: `"ignore"`: answers are the free text `answer` returns (a server
+            that drops `response_format`); `"honour"`: when `params` carry a
+            `response_format`, each answer becomes a JSON document of its schema, as vLLM's
+            guided decoding returns (`honour_response_format`).
         statuses: Status script of each submitted job.
         logs: Job log text.
         nested_output: Write `choices`/`usage` as nested parquet values instead of JSON text.
         omit_id_column: Drop our id column from the output (to test the loud failure).
         files_per_job: Output parquet files per job (as several workers write).
+        interrupt: Raise `KeyboardInterrupt` inside the next `run_batch` call, `"before"` or
+            `"after"` the job is created (a client killed while run_batch blocks).
     """
 
     _signature: inspect.Signature
 
     def __new__(
-        cls, *args: Any, run_batch_signature: inspect.Signature | None = None, **kwargs: Any
+        cls,
+        *args: Any,
+        run_batch_signature: inspect.Signature | None = None,
+        release: WheelRelease | None = None,
+        **kwargs: Any,
     ) -> FakeModelVersion:
-        signature = run_batch_signature or installed_run_batch_signature()
+        signature = run_batch_signature or (
+            release.run_batch_signature() if release else installed_run_batch_signature()
+        )
         subclass = type(cls.__name__, (cls,), {"run_batch": _make_run_batch(signature)})
         instance: FakeModelVersion = object.__new__(subclass)
         instance._signature = signature
@@ -387,24 +559,35 @@ class FakeModelVersion:
         *,
         signature: Any | None = None,
         run_batch_signature: inspect.Signature | None = None,
+        release: WheelRelease | None = None,
         specs: SpecClasses | None = None,
+        structured_outputs: StructuredOutputs = "ignore",
         statuses: Sequence[Any] = ("PENDING", "RUNNING", "DONE"),
         logs: str = "vllm: model loaded\nbatch inference finished",
         nested_output: bool = False,
         omit_id_column: bool = False,
         files_per_job: int = 2,
+        interrupt: Literal["before", "after"] | None = None,
     ) -> None:
         self.session = session
         self.answer = answer
         self.function_signature = signature or openai_chat_signature()
-        self.specs = specs or SpecClasses.installed()
+        self.api = detect_api(self._signature)
+        self.release = release
+        self.specs = specs or SpecClasses.installed(
+            self.api, import_module=release.import_module if release else None
+        )
+        self.spec_classes = annotated_spec_classes(self._signature, release)
+        self.structured_outputs = structured_outputs
         self.statuses = list(statuses)
         self.logs = logs
         self.nested_output = nested_output
         self.omit_id_column = omit_id_column
         self.files_per_job = files_per_job
+        self.interrupt = interrupt
         self.calls: list[dict[str, Any]] = []
         self.jobs: dict[str, FakeJob] = {}
+        self.removed: list[tuple[str, int]] = []
 
     def show_functions(self) -> list[dict[str, Any]]:
         return [
@@ -418,58 +601,95 @@ class FakeModelVersion:
         ]
 
     def _check_specs(self, arguments: dict[str, Any]) -> None:
-        for name, cls_name in (
-            ("input_spec", "InputSpec"),
-            ("output_spec", "OutputSpec"),
-            ("job_spec", "JobSpec"),
-            ("resources_spec", "ResourcesSpec"),
-            ("inference_spec", "InferenceSpec"),
-            ("image_build_spec", "ImageBuildSpec"),
-        ):
+        for name, expected in self.spec_classes.items():
             value = arguments.get(name)
-            expected = getattr(self.specs, cls_name)
             if value is not None and not isinstance(value, expected):
-                raise TypeError(f"{name} must be a real {cls_name}, got {type(value)!r}")
+                raise TypeError(
+                    f"{name} must be the {expected.__module__}.{expected.__qualname__} that "
+                    f"run_batch is annotated with, got {type(value).__module__}."
+                    f"{type(value).__qualname__}"
+                )
 
     def _validate_params(self, params: dict[str, Any] | None) -> None:
         from snowflake.ml.model._client.ops import param_utils
 
         param_utils.validate_params(params, self.function_signature.params)
 
+    def _job_name(self, arguments: dict[str, Any]) -> str:
+        if self.api == "1.x":
+            job_spec = arguments.get("job_spec")
+            name = job_spec.job_name if job_spec is not None else None
+        else:
+            name = arguments.get("job_name")
+        return name or f"BATCH_INFERENCE_{uuid.uuid4().hex.upper()}"
+
+    def _enforce_save_mode(self, output: str, mode: Any) -> None:
+        # 1.x: the client lists the output location and REMOVEs it all (OVERWRITE) or
+        # raises FileExistsError (ERROR). 2.x: the server's preflight scans the location,
+        # skipping the reserved `_snowflake_temporary/` input folder, and OVERWRITE removes
+        # what it finds (service_ops.py's comment in 2.6); ERROR's server message is ours.
+        keep = None if self.api == "1.x" else "_snowflake_temporary"
+        present = [
+            rel
+            for rel, _, _ in self.session.stage_files(output)
+            if not (keep and f"/{keep}/" in f"/{rel}")
+        ]
+        if not present:
+            return
+        if str(getattr(mode, "value", mode)).lower() == "overwrite":
+            self.removed.append((output, self.session.remove(output, keep=keep)))
+        elif self.api == "1.x":
+            raise FileExistsError(f"Output stage location '{output}' is not empty.")
+        else:
+            raise _sql_error(f"output location {output} is not empty (save mode ERROR)", 0)
+
     def _submit(self, arguments: dict[str, Any]) -> FakeJob:
         self.calls.append(arguments)
-        api = detect_api(self._signature)
         self._check_specs(arguments)
         input_spec = arguments.get("input_spec")
         params = input_spec.params if input_spec is not None else None
         self._validate_params(params)
+        output_spec = arguments["output_spec"]
+        output = output_spec.stage_location.rstrip("/") + "/"
+        job_id = _qualified(self._job_name(arguments), self.session.database, self.session.schema)
+        short = job_id.rsplit(".", 1)[-1]
+        if job_id in self.jobs:
+            raise _sql_error(f"SQL compilation error:\nObject '{job_id}' already exists.", 2002)
+        if self.interrupt == "before":
+            self.interrupt = None
+            raise KeyboardInterrupt
         frame = arguments["X"].to_pandas()
-        output = arguments["output_spec"].stage_location.rstrip("/") + "/"
-        if api == "1.x":
-            job_spec = arguments.get("job_spec")
-            job_name = (
-                job_spec.job_name if job_spec else None
-            ) or f"BATCH_INFERENCE_{uuid.uuid4().hex.upper()}"
+        if self.api == "1.x":
+            self._enforce_save_mode(output, output_spec.mode)
             temporary, results = f"{output}_temporary/", output
         else:
-            job_name = arguments.get("job_name") or f"BATCH_INFERENCE_{uuid.uuid4().hex.upper()}"
             temporary = f"{output}_snowflake_temporary/{uuid.uuid4().hex}/"
-            results = f"{output}{job_name.rsplit('.', 1)[-1]}/"
+            results = f"{output}{short}/"
         self._write_parquet(frame, f"{temporary}input.parquet")
-        job_id = f"{self.session.database}.{self.session.schema}.{job_name.rsplit('.', 1)[-1]}"
+        if self.api == "2.x":
+            self._enforce_save_mode(output, output_spec.mode)
         job = FakeJob(job_id, self.statuses, self.logs)
         self.jobs[job_id] = job
         if self.statuses[-1] == "DONE":
             self._write_output(frame, params or {}, results)
+        if self.interrupt == "after":
+            self.interrupt = None
+            raise KeyboardInterrupt
         return job
+
+    def _content(self, messages: list[dict[str, Any]], params: dict[str, Any]) -> str | None:
+        text = self.answer(messages, params)
+        response_format = params.get("response_format")
+        if text is not None and self.structured_outputs == "honour" and response_format:
+            return honour_response_format(text, response_format)
+        return text
 
     def _write_output(self, frame: Any, params: dict[str, Any], results: str) -> None:
         import pandas as pd
 
         rows = []
         for index, row in enumerate(frame.to_dict("records")):
-            messages = json.loads(row["MESSAGES"])
-            text = self.answer(messages, params)
+            text = self._content(json.loads(row["MESSAGES"]), params)
             if text is None:
                 continue
             choices = [
@@ -480,10 +700,11 @@ class FakeModelVersion:
                     "finish_reason": "stop",
                 }
             ]
+            prompt_tokens = _prompt_tokens(json.loads(row["MESSAGES"]))
             usage = {
                 "completion_tokens": len(text.split()),
-                "prompt_tokens": 100,
-                "total_tokens": 100 + len(text.split()),
+                "prompt_tokens": prompt_tokens,
+                "total_tokens": prompt_tokens + len(text.split()),
             }
             out = {
                 "id": f"chatcmpl-{index}",
@@ -516,26 +737,48 @@ class FakeModelVersion:
 
 
 class FakeSnowflake:
-    """A `FakeSession` and `FakeModelVersion` wired together, plus `get_job` for re-attach."""
+    """A `FakeSession` and `FakeModelVersion` wired together, plus `get_job` for re-attach.
 
-    def __init__(self, answer: Answer, **model_version_options: Any) -> None:
-        self.session = FakeSession()
+    Args:
+        answer: `(messages, params) -> text` for each row.
+        database, schema: The session's (and the model's) namespace; jobs are created there.
+        **model_version_options: `FakeModelVersion` options.
+    """
+
+    def __init__(
+        self,
+        answer: Answer,
+        *,
+        database: str = "MEDBATCH_DB",
+        schema: str = "PUBLIC",
+        **model_version_options: Any,
+    ) -> None:
+        self.session = FakeSession(database, schema)
         self.model_version = FakeModelVersion(self.session, answer, **model_version_options)
         self.reattached: list[str] = []
+        self.lookups: list[str] = []
 
     def get_job(self, job_id: str, session: Any = None) -> FakeJob:
-        """Look a job up by id, as `snowflake.ml.jobs.get_job` does."""
+        """Look a job up by (qualified) name, as `snowflake.ml.jobs.get_job` does.
+
+        Raises:
+            SnowparkSQLException: `sql_error_code=2003` when there is no such job, as the
+                real `get_job` raises after its `DESCRIBE SERVICE` and job-history lookups.
+        """
+        qualified = _qualified(job_id, self.session.database, self.session.schema)
+        self.lookups.append(qualified)
+        job = self.model_version.jobs.get(qualified)
+        if job is None:
+            raise _sql_error(f"Job {qualified} does not exist or could not be retrieved", 2003)
         self.reattached.append(job_id)
-        return self.model_version.jobs[job_id]
+        return job
 
     @property
     def run_batch_calls(self) -> int:
-        """How many jobs were submitted."""
+        """How many times `run_batch` was called."""
         return len(self.model_version.calls)
 
-
-def sf127_wheel() -> Path | None:
-    """The snowflake-ml-python 1.27.0 wheel fetched by `scripts/fetch_sf127.sh`, if present."""
-    directory = Path(os.environ.get("MEDBATCH_SF127_DIR", ".cache/sf127"))
-    wheels = sorted(directory.glob("snowflake_ml_python-1.27.0-*.whl"))
-    return wheels[0] if wheels else None
+    @property
+    def jobs_created(self) -> int:
+        """How many jobs exist (each costs GPU time)."""
+        return len(self.model_version.jobs)

@@ -1,8 +1,13 @@
-"""The run_batch call medbatch builds, bound against the real 1.27 and installed 2.x APIs."""
+"""The run_batch call medbatch builds, bound against the real 1.27 and installed 2.x APIs.
+
+`test_releases.py` checks every tested release; this file checks the seed notebook's call
+and the parameter translation against the real signatures.
+"""
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 import pytest
 
@@ -20,10 +25,9 @@ from medbatch.snowflake.api import (
     plan_params,
 )
 from medbatch.testing.snowflake import (
+    SnowflakeRelease,
     installed_run_batch_signature,
-    load_release_from_wheel,
     openai_chat_signature,
-    sf127_wheel,
 )
 
 SEED_OUTPUT = "@MEDGEMMA_DEMO.PUBLIC.ECG_BATCH_OUTPUT_STAGE/results/"
@@ -32,12 +36,12 @@ SEED_PARAMS = GenerationParams(temperature=0.2, max_tokens=1024)
 X = object()  # run_batch only passes X through; identity is what we check
 
 
-@pytest.fixture(scope="module")
-def release_127() -> tuple[inspect.Signature, SpecClasses]:
-    wheel = sf127_wheel()
-    if wheel is None:
-        pytest.skip("run scripts/fetch_sf127.sh to fetch snowflake-ml-python 1.27.0")
-    return load_release_from_wheel(wheel)
+@pytest.fixture
+def release_127(
+    get_release: Callable[[str], SnowflakeRelease],
+) -> tuple[inspect.Signature, SpecClasses]:
+    release = get_release("1.27.0")
+    return release.signature, release.specs()
 
 
 def _signature_with_max_tokens() -> core.ModelSignature:
@@ -148,16 +152,27 @@ def test_missing_param_names_the_valid_ones() -> None:
         plan_params(GenerationParams(), signature)
 
 
-def test_signature_without_params_gets_constant_columns() -> None:
-    plan = plan_params(
-        GenerationParams(temperature=0.0, max_tokens=64), openai_chat_signature(with_params=False)
-    )
-    assert plan.params is None
-    assert plan.columns == {"temperature": 0.0, "max_completion_tokens": 64}
+def test_signature_without_params_is_refused_before_any_job() -> None:
+    # The stock no-params signature wants temperature, stop (an array), n, stream, the
+    # penalties and a response_format object as typed input columns; the old "constant
+    # columns" variant sent `stop` as JSON text and left the rest out.
+    stock = openai_chat_signature(with_params=False)
+    assert not stock.params
+    wanted = {spec.name for spec in stock.inputs} - {"messages"}
+    assert {"stop", "n", "stream", "frequency_penalty", "presence_penalty"} <= wanted
+    with pytest.raises(SnowflakeParamsError, match="OPENAI_CHAT_WITH_PARAMS_SIGNATURE"):
+        plan_params(GenerationParams(temperature=0.0, max_tokens=64, stop=("\n",)), stock)
 
 
 def test_response_format_sent_when_declared() -> None:
     fmt = {"type": "json_schema", "json_schema": {"name": "label", "schema": {}}}
     plan = plan_params(GenerationParams(), openai_chat_signature(), response_format=fmt)
-    assert plan.params is not None
     assert plan.params["response_format"] == fmt
+    assert plan.constrained
+
+
+def test_response_format_dropped_when_not_declared() -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "label", "schema": {}}}
+    plan = plan_params(GenerationParams(), _signature_with_max_tokens(), response_format=fmt)
+    assert "response_format" not in plan.params
+    assert not plan.constrained
