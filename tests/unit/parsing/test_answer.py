@@ -186,9 +186,13 @@ def test_two_asserted_labels_are_ambiguous(parser: FinalAnswerParser, text: str)
 
 def test_truncated_before_verdict_is_not_guessed(parser: FinalAnswerParser) -> None:
     text = "STEP 5: ST elevation in II, III, aVF consistent with inferior STEMI.\nSTEP 6: T wa"
-    assert parser.parse(text).label == "MYOCARDIAL_INFARCTION"  # complete answer: a verdict
+    # The back-end says the answer is complete: its last verdict-like sentence decides.
+    assert parser.parse(text, finish_reason="stop").label == "MYOCARDIAL_INFARCTION"
     result = parser.parse(text, finish_reason="length")
     assert (result.label, result.status) == (None, AnswerStatus.TRUNCATED)
+    # No finish reason, and the answer stops mid-word: read as cut off, no guess.
+    result = parser.parse(text)
+    assert (result.label, result.method) == (None, "cut-off")
 
 
 def test_truncated_after_explicit_verdict_keeps_it(parser: FinalAnswerParser) -> None:
