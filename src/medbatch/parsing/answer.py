@@ -1219,10 +1219,11 @@ def _zone_verdict(
     high = bisect.bisect_left(starts, zone[1])
     inside = considered[low:high]
     if tier >= _Tier.STATED:
-        # A plain word ("normal") is a verdict right after the cue, not among the findings
-        # that follow it: only the zone's first sentence may hold one.
+        # A plain word ("normal") is a verdict on the line the cue introduces, not among
+        # the findings on the lines after it.
         lead = _ZONE_LEAD.match(text.clean, zone[0], zone[1])
-        head_end = text.sentence_end(zone[0] if lead is None else lead.end(), zone[1])
+        head_end = text.clean.find("\n", zone[0] if lead is None else lead.end(), zone[1])
+        head_end = zone[1] if head_end < 0 else head_end
         inside = [m for m in inside if not m.plain or m.start < head_end]
     if not inside:
         return None
