@@ -76,6 +76,7 @@ answer of `max_tokens=1024`, and a bound on the time one answer can take."""
 _STATED_ZONE_CHARS = 300
 _PHRASE_ZONE_CHARS = 120
 _FINAL_ZONE_CHARS = 2500
+_CLAUSE_REACH = 400  # how far a condition's clause may reach either way
 
 # --- cue phrases (plain English, task-independent) ---------------------------------------
 
@@ -222,40 +223,85 @@ _CHECK_NO = re.compile(r"[\s:=\-–—|]*(?:no\b|✗|✘|✕|✖|☐|❌|❎|\[ 
 # which the regex engine scans for quickly, rather than as an alternation.
 _ZONE_LEAD = re.compile(r"[\s:;,.=|>\-–—]*")  # between a verdict cue and what it introduces
 _SENTENCE_END = re.compile(r"[\n.!?;](?:(?<=\n)|(?=\s))")
-_DISCLAIMER = (
-    r"\b(?:as\s+an\s+ai\b|consult\s+(?:a|with\s+a|your)\s+(?:qualified|medical|healthcare|"
-    r"licensed|specialist|physician|doctor|clinician))"
-)
-_DECLINE = re.compile(
-    r"\b(?:i(?:'m|\s+am)\s+(?:sorry|unable|not\s+able)|i\s+(?:cannot|can'?t|can\s+not|"
-    r"won'?t|will\s+not)\s+(?:provide|interpret|classify|determine|make|give|offer|help|"
-    r"analy[sz]e|assess|diagnose)|unable\s+to\s+(?:interpret|classify|determine|provide|"
-    r"analy[sz]e|assess|read|make)|not\s+(?:able|qualified)\s+to\s+"
-    r"(?:provide|give|make|diagnose)|cannot\s+provide\s+(?:a\s+)?(?:medical\s+)?diagnos[ie]s)"
-    # The answer declines to choose: it has findings but says it gives no verdict.
-    r"|(?:cannot|can\s*not|can'?t|could\s+not|couldn'?t|unable\s+to|not\s+able\s+to|"
-    r"won'?t|will\s+not|would\s+rather\s+not|'d\s+rather\s+not)\s+(?:\w+\s+){0,2}?"
+# Cue lists below go through `_words` (alternatives by first letter, boundary after it),
+# which the regex engine scans for quickly; a leading `\b` is tried at every position.
+_DISCLAIMER = [
+    r"as\s+an\s+ai\b",
+    r"consult\s+(?:a|with\s+a|your)\s+(?:qualified|medical|healthcare|licensed|specialist|"
+    r"physician|doctor|clinician)",
+]
+_NO_VERDICT_VERB = (
     r"(?:assign|determine|commit|choose|decide|select|pick|settle|reach|give\s+(?:a|one)|"
     r"make\s+(?:a|one)|classify|categori[sz]e)\b"
-    r"|not\s+possible\s+to\s+(?:classify|determine|assign|choose|decide)"
-    r"|(?:classification|diagnosis|verdict|answer)\s+(?:is\s+)?not\s+possible"
-    r"|cannot\s+be\s+(?:classified|determined|categori[sz]ed)|torn\s+between"
-    r"|\b(?:indeterminate|undetermined)\b",
+)
+_DECLINE = re.compile(
+    _words(
+        [
+            r"i(?:'m|\s+am)\s+(?:sorry|unable|not\s+able)",
+            r"i\s+(?:cannot|can'?t|can\s+not|won'?t|will\s+not)\s+(?:provide|interpret|classify|"
+            r"determine|make|give|offer|help|analy[sz]e|assess|diagnose)",
+            r"unable\s+to\s+(?:interpret|classify|determine|provide|analy[sz]e|assess|read|make)",
+            r"not\s+(?:able|qualified)\s+to\s+(?:provide|give|make|diagnose)",
+            r"cannot\s+provide\s+(?:a\s+)?(?:medical\s+)?diagnos[ie]s",
+            # The answer declines to choose: it has findings but says it gives no verdict.
+            *(
+                rf"{negated}\s+(?:\w+\s+){{0,2}}?{_NO_VERDICT_VERB}"
+                for negated in (
+                    r"cannot",
+                    r"can\s*not",
+                    r"can'?t",
+                    r"could\s+not",
+                    r"couldn'?t",
+                    r"unable\s+to",
+                    r"not\s+able\s+to",
+                    r"won'?t",
+                    r"will\s+not",
+                    r"would\s+rather\s+not",
+                    r"i'd\s+rather\s+not",
+                )
+            ),
+            r"not\s+possible\s+to\s+(?:classify|determine|assign|choose|decide)",
+            *(
+                rf"{noun}\s+(?:is\s+)?not\s+possible"
+                for noun in ("classification", "diagnosis", "verdict", "answer")
+            ),
+            r"cannot\s+be\s+(?:classified|determined|categori[sz]ed)",
+            r"torn\s+between",
+            r"indeterminate\b",
+            r"undetermined\b",
+        ]
+    ),
     re.IGNORECASE,
 )
-_REFUSAL = re.compile(f"{_DECLINE.pattern}|{_DISCLAIMER}", re.IGNORECASE)
+_REFUSAL = re.compile(
+    _DECLINE.pattern[:-1] + "|" + _words(_DISCLAIMER)[3:], re.IGNORECASE
+)  # one alternation: the decline's and the disclaimer's
 # A label in the same clause as one of these is a condition, not a verdict: "POST_MI if
 # the Q waves are pathological, otherwise NORMAL". "even if" and "as if" do not condition.
 _CONDITIONAL = re.compile(
-    r"\b(?:(?<!even\s)(?<!as\s)if|unless|otherwise|whether|depend(?:s|ing)?\s+on|"
-    r"in\s+case|should\s+(?:the|there|this|it|these|they|any))\b",
+    _words(
+        [
+            r"if(?<!even\sif)(?<!as\sif)",
+            *("unless", "otherwise", "whether", r"depend(?:s|ing)?\s+on", r"in\s+case"),
+            r"should\s+(?:the|there|this|it|these|they|any)",
+        ]
+    )
+    + r"\b",
     re.IGNORECASE,
 )
 # What ends the reach of a condition within a sentence ("If X, Y would apply, but since
-# ... the answer is Z").
+# ... the answer is Z"). Each alternative starts with a literal character, for speed.
 _CONDITION_BREAK = re.compile(
-    r"[\n.!?;](?:(?<=\n)|(?=\s))|\b(?:but|however|whereas|although|though|since|because|"
-    r"given|so|therefore|thus|hence|yet)\b",
+    r"\n|\.(?=\s)|!(?=\s)|\?(?=\s)|;(?=\s)|"
+    + _words(
+        [
+            rf"{word}\b"
+            for word in (
+                *("but", "however", "whereas", "although", "though", "since", "because"),
+                *("given", "so", "therefore", "thus", "hence", "yet"),
+            )
+        ]
+    )[3:-1],  # the letter groups as alternatives of their own, not one group
     re.IGNORECASE,
 )
 # After a single-word label ("normal"), these words do not make it an adjective.
@@ -560,20 +606,22 @@ class FinalAnswerParser(LabelParser):
         mentions = self._find_mentions(cleaned)
         # Without a finish reason, an answer that stops mid-sentence was most likely cut.
         cut_off = finish_reason is None and _looks_cut_off(clean, mentions)
-        decline = _last(cleaned.rx.decline, cleaned.folded)
         verdict = self._decide(cleaned, mentions, truncated=truncated or cut_off)
-        if verdict is not None and decline is not None and decline.start() > verdict.start:
+        if (
+            verdict is not None
+            and (verdict.weak or verdict.tier < _Tier.STATED)
+            and cleaned.rx.decline.search(cleaned.folded, verdict.start)
+        ):
             # "... findings ... I cannot confidently assign a single classification": only
             # an outright explicit verdict outweighs a refusal said after it.
-            if verdict.weak or verdict.tier < _Tier.STATED:
-                verdict = None
+            verdict = None
         if verdict is not None:
             return self._result(text, clean, index, verdict)
         if truncated:
             return ParseResult(status=AnswerStatus.TRUNCATED, method="truncated")
         if cut_off:
             return ParseResult(status=AnswerStatus.UNPARSEABLE, method="cut-off")
-        refusal = decline or cleaned.rx.refusal.search(cleaned.folded)
+        refusal = cleaned.rx.refusal.search(cleaned.folded)
         if refusal is not None:
             return ParseResult(
                 status=AnswerStatus.REFUSAL,
@@ -1117,15 +1165,25 @@ def _conditional_positions(text: _Text, raw: list[tuple[str, int, int, bool]]) -
 
     A clause runs between sentence ends and contrast words ("but since ..."): in "If there
     were ST elevation this would be X, but since all is normal the answer is Y" only X is
-    conditioned.
+    conditioned. Clauses are found around the few conditions, not over the whole text.
     """
     rx, folded = text.rx, text.folded
-    conditions = [found.start() for found in rx.conditional.finditer(folded)]
-    if not conditions or not raw:
+    if not raw:
         return set()
-    breaks = [found.end() for found in rx.condition_break.finditer(folded)]
-    conditioned = {bisect.bisect_right(breaks, at) for at in conditions}
-    return {start for _, start, _, _ in raw if bisect.bisect_right(breaks, start) in conditioned}
+    starts = [start for _, start, _, _ in raw]
+    positions: set[int] = set()
+    for condition in rx.conditional.finditer(folded):
+        window = max(0, condition.start() - _CLAUSE_REACH)
+        before = _last(rx.condition_break, folded[window : condition.start()])
+        clause_start = window if before is None else window + before.end()
+        after = rx.condition_break.search(
+            folded, condition.end(), condition.end() + _CLAUSE_REACH
+        )
+        clause_end = condition.end() + _CLAUSE_REACH if after is None else after.start()
+        low = bisect.bisect_left(starts, clause_start)
+        high = bisect.bisect_left(starts, clause_end)
+        positions.update(starts[low:high])
+    return positions
 
 
 def _looks_cut_off(clean: str, mentions: list[_Mention]) -> bool:
