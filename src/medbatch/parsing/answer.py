@@ -231,7 +231,8 @@ _DISCLAIMER = [
     r"physician|doctor|clinician)",
 ]
 _NO_VERDICT_VERB = (
-    r"(?:assign|determine|commit|choose|decide|select|pick|settle|reach|give\s+(?:a|one)|"
+    r"(?:assign|determine|commit|choose|decide|select|pick|settle|reach|distinguish|"
+    r"give\s+(?:a|one)|"
     r"make\s+(?:a|one)|classify|categori[sz]e)\b"
 )
 _DECLINE = re.compile(
@@ -267,6 +268,7 @@ _DECLINE = re.compile(
             ),
             r"cannot\s+be\s+(?:classified|determined|categori[sz]ed)",
             r"torn\s+between",
+            *(rf"{verb}\s+be\s+either\b" for verb in ("could", "may", "might", "can")),
             r"indeterminate\b",
             r"undetermined\b",
         ]

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from medbatch.labels import Label, LabelSet
-from medbatch.parsing.answer import FinalAnswerParser
+from medbatch.parsing.answer import TAIL_CHARS, FinalAnswerParser
+from medbatch.parsing.base import LabelParser
 from medbatch.records import AnswerStatus
-from medbatch.tasks.ecg import ECG_LABELS
+from medbatch.tasks.ecg import ECG_LABELS, ECG_TASK
+from medbatch.testing.contracts import ParserContract
 
 CORPUS = Path(__file__).resolve().parents[2] / "data" / "parser_corpus.jsonl"
 
@@ -19,6 +22,22 @@ CORPUS = Path(__file__).resolve().parents[2] / "data" / "parser_corpus.jsonl"
 @pytest.fixture(scope="module")
 def parser() -> FinalAnswerParser:
     return FinalAnswerParser(ECG_LABELS)
+
+
+class TestFinalAnswerParserContract(ParserContract):
+    """Every `LabelParser` promise, for the parser the ECG task ships."""
+
+    @pytest.fixture
+    def parser(self) -> LabelParser:
+        return ECG_TASK.parser
+
+    @pytest.fixture
+    def answers(self) -> list[tuple[str, str | None]]:
+        return [
+            (item["text"], item["expected"])
+            for item in _corpus()
+            if item["finish_reason"] == "stop"
+        ]
 
 
 def _corpus() -> list[dict[str, Any]]:
@@ -250,3 +269,169 @@ def test_sole_mention_can_be_turned_off() -> None:
     assert FinalAnswerParser(ECG_LABELS).parse(text).method == "sole-mention"
     strict = FinalAnswerParser(ECG_LABELS, allow_sole_mention=False)
     assert strict.parse(text).status is AnswerStatus.UNPARSEABLE
+
+
+# --- a label only from a verdict (issue 15) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "FINAL CLASSIFICATION: POST_MI if the Q waves are pathological, otherwise NORMAL.",
+        "If the Q waves are pathological, this would be POST_MI; if not, NORMAL.",
+        "Should the ST changes be acute, MYOCARDIAL_INFARCTION would be the answer; "
+        "otherwise POST_MI.",
+    ],
+)
+def test_a_conditional_verdict_is_no_verdict(parser: FinalAnswerParser, text: str) -> None:
+    result = parser.parse(text, finish_reason="stop")
+    assert (result.label, result.status) == (None, AnswerStatus.UNPARSEABLE)
+
+
+def test_a_condition_ends_at_a_contrast(parser: FinalAnswerParser) -> None:
+    text = (
+        "FINAL CLASSIFICATION: If there were ST elevation this would be MYOCARDIAL_INFARCTION, "
+        "but since all findings are within normal limits the answer is NORMAL."
+    )
+    assert parser.parse(text).label == "NORMAL"
+
+
+def test_another_label_that_would_apply_does_not_replace_a_hedged_verdict(
+    parser: FinalAnswerParser,
+) -> None:
+    text = (
+        "**FINAL CLASSIFICATION:** Normal (most likely). MYOCARDIAL_INFARCTION would apply "
+        "only if there were acute ST elevation."
+    )
+    assert parser.parse(text).label == "NORMAL"
+
+
+@pytest.mark.parametrize(
+    "closing",
+    [
+        "I cannot confidently assign a single classification to this ECG.",
+        "Given the image quality, I am unable to determine a definitive classification.",
+        "It could be either POST_MI or acute inferior STEMI; a prior ECG is needed.",
+    ],
+)
+def test_findings_then_no_verdict_is_not_read_from_the_findings(
+    parser: FinalAnswerParser, closing: str
+) -> None:
+    findings = (
+        "STEP 1: Rate 110-130 bpm, irregularly irregular rhythm.\n"
+        "STEP 4: Q waves in III, consistent with an old inferior MI.\n\n"
+    )
+    result = parser.parse(findings + closing, finish_reason="stop")
+    assert result.label is None, result
+
+
+def test_a_refusal_before_an_explicit_verdict_does_not_hide_it(parser: FinalAnswerParser) -> None:
+    text = "As an AI I cannot give medical advice.\n\nFINAL CLASSIFICATION: POST_MI"
+    assert parser.parse(text).label == "POST_MI"
+
+
+def test_checklist_with_emoji_marks_then_answer(parser: FinalAnswerParser) -> None:
+    text = (
+        "**FINAL CLASSIFICATION:**\n"
+        "- MYOCARDIAL_INFARCTION ❌\n- POST_MI ❌\n- ABNORMAL_HEARTBEAT ✅\n- NORMAL ❌\n\n"
+        "**Answer: ABNORMAL_HEARTBEAT**"
+    )
+    assert parser.parse(text).label == "ABNORMAL_HEARTBEAT"
+
+
+@pytest.mark.parametrize(
+    "verdict",
+    [
+        "prior (healed) anterior myocardial infarction",
+        "old (remote) inferior infarct",
+        "history of inferior MI",
+    ],
+)
+def test_old_infarct_wordings_are_post_mi(parser: FinalAnswerParser, verdict: str) -> None:
+    assert parser.parse(f"FINAL CLASSIFICATION: {verdict}.").label == "POST_MI"
+
+
+def test_a_plain_word_counts_only_on_the_line_after_the_cue(parser: FinalAnswerParser) -> None:
+    text = (
+        "**Classification:** **acute myocardial infarction**\n\n"
+        "Rationale: the findings fit this category best.\n\n- PR interval 160 ms (normal)."
+    )
+    assert parser.parse(text).label == "MYOCARDIAL_INFARCTION"
+
+
+def test_the_ecg_is_not_normal_then_classification(parser: FinalAnswerParser) -> None:
+    text = "The ECG is not NORMAL. Q waves in III and aVF.\n\nClassification: **POST_MI**"
+    assert parser.parse(text).label == "POST_MI"
+
+
+@pytest.mark.parametrize(
+    "text", ["Conclusion: no doubt POST_MI.", "Conclusion: not only POST_MI."]
+)
+def test_negation_exemptions(parser: FinalAnswerParser, text: str) -> None:
+    # "no doubt" and "not only" affirm; without the exemption they would negate POST_MI.
+    assert parser.parse(text).label == "POST_MI"
+
+
+def test_short_abbreviations_match_only_in_capitals() -> None:
+    labels = LabelSet(
+        labels=(
+            Label(name="MYOCARDIAL_INFARCTION", synonyms=("MI",)),
+            Label(name="NORMAL"),
+        )
+    )
+    parser = FinalAnswerParser(labels)
+    assert parser.parse("Assessment: MI.").label == "MYOCARDIAL_INFARCTION"
+    for text in ("Assessment: mi.", "Assessment: Mi."):
+        assert parser.parse(text).label is None, text
+
+
+# --- task vocabulary is injected, not built in ---------------------------------------------
+
+
+def test_subject_nouns_are_the_tasks() -> None:
+    labels = LabelSet.from_names(["PNEUMONIA", "NORMAL"])
+    text = "Findings: opacity.\nThe {} shows PNEUMONIA.\nNo effusion."
+    generic = FinalAnswerParser(labels)
+    assert generic.parse(text.format("image")).label == "PNEUMONIA"
+    assert generic.parse(text.format("ECG")).label is None
+    assert generic.parse(text.format("radiograph")).label is None
+    chest = FinalAnswerParser(labels, subject_nouns=("radiograph", "chest x-ray"))
+    assert chest.parse(text.format("radiograph")).label == "PNEUMONIA"
+    assert chest.parse(text.format("chest X-ray")).label == "PNEUMONIA"
+
+
+def test_the_ecg_task_names_its_nouns() -> None:
+    assert "tracing" in ECG_TASK.parser.subject_nouns  # type: ignore[attr-defined]
+    text = "Findings: Q waves.\nThe tracing shows POST_MI.\nNo arrhythmia."
+    assert ECG_TASK.parser.parse(text).label == "POST_MI"
+
+
+@pytest.mark.parametrize("nouns", [(), ("ECG?",), ("a|b",)])
+def test_bad_subject_nouns_are_refused(nouns: tuple[str, ...]) -> None:
+    with pytest.raises(ValueError, match="subject_nouns"):
+        FinalAnswerParser(ECG_LABELS, subject_nouns=nouns)
+
+
+# --- size (issue 17) ---------------------------------------------------------------------------
+
+
+def test_only_the_tail_of_a_long_answer_is_read(parser: FinalAnswerParser) -> None:
+    filler = "- the rhythm was reviewed again and nothing new was found.\n" * 4000
+    assert len(filler) > 4 * TAIL_CHARS
+    text = "FINAL CLASSIFICATION: NORMAL\n" + filler + "FINAL CLASSIFICATION: **POST_MI**\n"
+    result = parser.parse(text)
+    assert (result.label, result.method) == ("POST_MI", "final-heading (last 32 KiB)")
+    assert result.span is not None
+    assert text[result.span[0] : result.span[1]] == "POST_MI"
+    # A verdict only at the start of a long answer is out of reach, and says so.
+    result = parser.parse("FINAL CLASSIFICATION: NORMAL\n" + filler)
+    assert result.label is None
+    assert result.method.endswith("(last 32 KiB)")
+
+
+def test_a_huge_answer_is_parsed_in_bounded_time(parser: FinalAnswerParser) -> None:
+    # Was ~14 s at 2 MB: searches for a sentence end ran to the end of the text each time.
+    text = "consistent with old MI, " * 90_000
+    started = time.perf_counter()
+    parser.parse(text)
+    assert time.perf_counter() - started < 5.0
