@@ -40,6 +40,7 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 LABELS = ("MYOCARDIAL_INFARCTION", "POST_MI", "ABNORMAL_HEARTBEAT", "NORMAL")
@@ -493,13 +494,17 @@ def generate(seed: int, pools: tuple[str, ...], count: int, prefix: str) -> list
     return answers
 
 
+SETS: dict[str, dict[str, Any]] = {
+    "parser_tuning.jsonl": {"seed": 1, "pools": ("A",), "count": 320, "prefix": "t"},
+    "parser_heldout.jsonl": {"seed": 2, "pools": ("A", "B"), "count": 400, "prefix": "h"},
+}
+"""The two sets: file name -> `generate` arguments."""
+
+
 def main() -> int:
     """Write the tuning and held-out sets."""
-    sets = {
-        "parser_tuning.jsonl": generate(seed=1, pools=("A",), count=320, prefix="t"),
-        "parser_heldout.jsonl": generate(seed=2, pools=("A", "B"), count=400, prefix="h"),
-    }
-    for name, answers in sets.items():
+    for name, arguments in SETS.items():
+        answers = generate(**arguments)
         with (HERE / name).open("w", encoding="utf-8") as handle:
             for answer in answers:
                 handle.write(json.dumps(answer, ensure_ascii=False) + "\n")
