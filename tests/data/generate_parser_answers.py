@@ -420,7 +420,7 @@ def generate(seed: int, pools: tuple[str, ...], count: int, prefix: str) -> list
         ("verdict-first", 9),
     ]
     layouts = ["end", "end", "options", "checklist", "not-normal", "table"]
-    answers = []
+    answers: list[dict[str, object]] = []
     for number in range(count):
         truth = rng.choice(LABELS)
         kind = rng.choices([k for k, _ in kinds], weights=[w for _, w in kinds])[0]

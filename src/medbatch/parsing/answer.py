@@ -117,33 +117,39 @@ def _words(alternatives: list[str]) -> str:
 
 
 def _stated_cue(nouns: str) -> str:
-    return _words(
-        [
-            r"classification(?<!differential\sclassification)",
-            r"classif(?:y|ied|ying)(?:\s+(?:this|the|it|as))?"
-            rf"(?:\s+(?:{nouns}))?(?:\s+as)?",
-            r"categori[sz](?:e|ed)\s+as",
-            r"best\s+(?:described|categori[sz]ed)\s+as",
-            r"falls?\s+(?:into|under)",
-            r"diagnosis(?<!differential\sdiagnosis)",
-            *("impression", "conclusion", r"in\s+summary", "summary", "verdict", "answer"),
-            *("assessment", "boxed", "label", "category"),
-        ]
-    ) + r"\b"
+    return (
+        _words(
+            [
+                r"classification(?<!differential\sclassification)",
+                r"classif(?:y|ied|ying)(?:\s+(?:this|the|it|as))?"
+                rf"(?:\s+(?:{nouns}))?(?:\s+as)?",
+                r"categori[sz](?:e|ed)\s+as",
+                r"best\s+(?:described|categori[sz]ed)\s+as",
+                r"falls?\s+(?:into|under)",
+                r"diagnosis(?<!differential\sdiagnosis)",
+                *("impression", "conclusion", r"in\s+summary", "summary", "verdict", "answer"),
+                *("assessment", "boxed", "label", "category"),
+            ]
+        )
+        + r"\b"
+    )
 
 
 def _phrase_cue(nouns: str) -> str:
     verb = rf"\s+(?:(?:{nouns})\s+)?(?:is|shows|demonstrates|represents)"
-    return _words(
-        [
-            *(r"consistent\s+with", r"suggestive\s+of", r"indicative\s+of"),
-            *(r"compatible\s+with", r"diagnostic\s+of", r"in\s+keeping\s+with"),
-            *("represents?", r"most\s+likely", "likely", "probably", "overall", "therefore"),
-            *("thus", "hence", r"best\s+(?:fits?|matches)", "fits?", "matches"),
-            r"appears\s+to\s+be",
-            *(f"this{verb}", f"the{verb}", f"it{verb}"),
-        ]
-    ) + r"\b"
+    return (
+        _words(
+            [
+                *(r"consistent\s+with", r"suggestive\s+of", r"indicative\s+of"),
+                *(r"compatible\s+with", r"diagnostic\s+of", r"in\s+keeping\s+with"),
+                *("represents?", r"most\s+likely", "likely", "probably", "overall", "therefore"),
+                *("thus", "hence", r"best\s+(?:fits?|matches)", "fits?", "matches"),
+                r"appears\s+to\s+be",
+                *(f"this{verb}", f"the{verb}", f"it{verb}"),
+            ]
+        )
+        + r"\b"
+    )
 
 
 # Words that end the scope of a negation or hedge looking backwards from a mention.
@@ -623,15 +629,21 @@ class FinalAnswerParser(LabelParser):
             return ParseResult(status=AnswerStatus.TRUNCATED, method="truncated")
         if cut_off:
             return ParseResult(status=AnswerStatus.UNPARSEABLE, method="cut-off")
+        return self._no_verdict(text, cleaned, index)
+
+    @staticmethod
+    def _no_verdict(text: str, cleaned: _Text, index: _Offsets) -> ParseResult:
+        """A refusal when the answer says it declines, else `unparseable`."""
         refusal = cleaned.rx.refusal.search(cleaned.folded)
-        if refusal is not None:
-            return ParseResult(
-                status=AnswerStatus.REFUSAL,
-                method="refusal",
-                evidence=_evidence(text, index, clean, refusal.start(), refusal.end()),
-                span=_span(index, refusal.start(), refusal.end()),
-            )
-        return ParseResult(status=AnswerStatus.UNPARSEABLE, method="none")
+        if refusal is None:
+            return ParseResult(status=AnswerStatus.UNPARSEABLE, method="none")
+        start, end = refusal.span()
+        return ParseResult(
+            status=AnswerStatus.REFUSAL,
+            method="refusal",
+            evidence=_evidence(text, index, cleaned.clean, start, end),
+            span=_span(index, start, end),
+        )
 
     def _result(self, text: str, clean: str, index: _Offsets, verdict: _Verdict) -> ParseResult:
         evidence = _evidence(text, index, clean, verdict.start, verdict.end)
@@ -1178,9 +1190,7 @@ def _conditional_positions(text: _Text, raw: list[tuple[str, int, int, bool]]) -
         window = max(0, condition.start() - _CLAUSE_REACH)
         before = _last(rx.condition_break, folded[window : condition.start()])
         clause_start = window if before is None else window + before.end()
-        after = rx.condition_break.search(
-            folded, condition.end(), condition.end() + _CLAUSE_REACH
-        )
+        after = rx.condition_break.search(folded, condition.end(), condition.end() + _CLAUSE_REACH)
         clause_end = condition.end() + _CLAUSE_REACH if after is None else after.start()
         low = bisect.bisect_left(starts, clause_start)
         high = bisect.bisect_left(starts, clause_end)

@@ -94,7 +94,8 @@ GENERATOR = CORPUS.parent / "generate_parser_answers.py"
 
 def _generator() -> Any:
     spec = importlib.util.spec_from_file_location("generate_parser_answers", GENERATOR)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclass looks its module up there
     spec.loader.exec_module(module)
@@ -426,9 +427,7 @@ def test_the_ecg_is_not_normal_then_classification(parser: FinalAnswerParser) ->
     assert parser.parse(text).label == "POST_MI"
 
 
-@pytest.mark.parametrize(
-    "text", ["Conclusion: no doubt POST_MI.", "Conclusion: not only POST_MI."]
-)
+@pytest.mark.parametrize("text", ["Conclusion: no doubt POST_MI.", "Conclusion: not only POST_MI."])
 def test_negation_exemptions(parser: FinalAnswerParser, text: str) -> None:
     # "no doubt" and "not only" affirm; without the exemption they would negate POST_MI.
     assert parser.parse(text).label == "POST_MI"
