@@ -12,26 +12,37 @@ How an answer is read, in order (the first rule that decides wins):
    final  "FINAL CLASSIFICATION", "final diagnosis"          to the next final cue
    stated "classification:", "I would classify it as",      ~300 characters
           "impression", "conclusion", "therefore", "label"
-   phrase "consistent with", "most likely", "the ECG is"     to the end of the sentence
+   phrase "consistent with", "most likely", "the <noun> is"  to the end of the sentence
    ```
 
    Within a zone the verdict is the first sentence holding an *asserted* label mention.
    Mentions are names and synonyms of the `LabelSet` (longest first, word-boundary aware,
    so NORMAL never matches inside ABNORMAL_HEARTBEAT), and are dropped when they sit in a
-   restated option list, are negated ("not NORMAL", "rules out MI"), or are used as an
-   adjective ("normal sinus rhythm"). Hedged mentions ("Y cannot be excluded", "possible
-   Y", "Q waves suggesting Y") only decide when nothing is asserted outright. Of several
-   zones of the same tier the last wins (models restate, then conclude); for the weak
-   "phrase" tier all zones must agree.
-5. **sole mention**: no cue at all, but exactly one label is asserted anywhere.
+   restated option list, are negated ("not NORMAL", "rules out MI"), are conditioned ("X
+   if the Q waves are pathological, otherwise Y"), or are used as an adjective ("normal
+   sinus rhythm"). A plain lower-case word ("normal") counts only on the line its cue
+   introduces. Hedged mentions ("Y cannot be excluded", "possible Y", "Q waves suggesting
+   Y", "either X or Y") only decide when nothing is asserted outright. Of several zones of
+   the same tier the last wins (models restate, then conclude); for the weak "phrase" tier
+   all zones must agree.
+5. **sole mention**: no cue at all, but exactly one label is asserted, on the last line.
 
-Two labels asserted in the deciding sentence → `ambiguous`. No verdict in an answer cut off
-by `max_tokens` → `truncated`; only explicit verdicts (final/stated tiers, JSON) are trusted
-in such an answer. A refusal phrase without a verdict → `refusal`. Anything else →
-`unparseable`: a wrong label silently corrupts accuracy, an unparsed one is counted.
+A label comes only from a verdict. Two labels asserted in the deciding sentence →
+`ambiguous`. An answer that declines after its findings ("I cannot confidently assign a
+single classification") has no verdict unless an explicit, outright one came first. No
+verdict in an answer cut off by `max_tokens` → `truncated`; only explicit verdicts
+(final/stated tiers, JSON) are trusted in such an answer, and in one with no finish
+reason that stops mid-sentence (`cut-off`). A refusal phrase without a verdict →
+`refusal`. Anything else → `unparseable`: a wrong label silently corrupts accuracy, an
+unparsed one is counted.
+
+Only the last `TAIL_CHARS` (32 KiB) of an answer are read: the verdict is at the end, and
+the time one answer takes stays bounded.
 
 Nothing here is specific to one task: every pattern about labels is built from the
-`LabelSet` given to the parser; the cue words are ordinary English.
+`LabelSet` given to the parser, what answers call the thing classified ("the ECG shows",
+"the radiograph shows") from its `subject_nouns`, and the other cue words are ordinary
+English. Domain phrasings of a verdict ("old inferior MI") are label synonyms.
 """
 
 from __future__ import annotations
