@@ -236,9 +236,9 @@ _OPTIONS_INTRO = re.compile(
 )
 _CHECK_YES = re.compile(r"[\s:=\-–—|]*(?:yes\b|✓|✔|☑|✅|\[x\]|\(x\))", re.IGNORECASE)
 _CHECK_NO = re.compile(r"[\s:=\-–—|]*(?:no\b|✗|✘|✕|✖|☐|❌|❎|\[ \]|\( \))", re.IGNORECASE)
+_ZONE_LEAD = re.compile(r"[\s:;,.=|>\-–—]*")  # between a verdict cue and what it introduces
 # A newline, or one of .!?; followed by a space. Written to start with a character class,
 # which the regex engine scans for quickly, rather than as an alternation.
-_ZONE_LEAD = re.compile(r"[\s:;,.=|>\-–—]*")  # between a verdict cue and what it introduces
 _SENTENCE_END = re.compile(r"[\n.!?;](?:(?<=\n)|(?=\s))")
 # Cue lists below go through `_words` (alternatives by first letter, boundary after it),
 # which the regex engine scans for quickly; a leading `\b` is tried at every position.
@@ -252,49 +252,43 @@ _NO_VERDICT_VERB = (
     r"give\s+(?:a|one)|"
     r"make\s+(?:a|one)|classify|categori[sz]e)\b"
 )
-_DECLINE = re.compile(
-    _words(
-        [
-            r"i(?:'m|\s+am)\s+(?:sorry|unable|not\s+able)",
-            r"i\s+(?:cannot|can'?t|can\s+not|won'?t|will\s+not)\s+(?:provide|interpret|classify|"
-            r"determine|make|give|offer|help|analy[sz]e|assess|diagnose)",
-            r"unable\s+to\s+(?:interpret|classify|determine|provide|analy[sz]e|assess|read|make)",
-            r"not\s+(?:able|qualified)\s+to\s+(?:provide|give|make|diagnose)",
-            r"cannot\s+provide\s+(?:a\s+)?(?:medical\s+)?diagnos[ie]s",
-            # The answer declines to choose: it has findings but says it gives no verdict.
-            *(
-                rf"{negated}\s+(?:\w+\s+){{0,2}}?{_NO_VERDICT_VERB}"
-                for negated in (
-                    r"cannot",
-                    r"can\s*not",
-                    r"can'?t",
-                    r"could\s+not",
-                    r"couldn'?t",
-                    r"unable\s+to",
-                    r"not\s+able\s+to",
-                    r"won'?t",
-                    r"will\s+not",
-                    r"would\s+rather\s+not",
-                    r"i'd\s+rather\s+not",
-                )
-            ),
-            r"not\s+possible\s+to\s+(?:classify|determine|assign|choose|decide)",
-            *(
-                rf"{noun}\s+(?:is\s+)?not\s+possible"
-                for noun in ("classification", "diagnosis", "verdict", "answer")
-            ),
-            r"cannot\s+be\s+(?:classified|determined|categori[sz]ed)",
-            r"torn\s+between",
-            *(rf"{verb}\s+be\s+either\b" for verb in ("could", "may", "might", "can")),
-            r"indeterminate\b",
-            r"undetermined\b",
-        ]
+_DECLINE_WORDS = [
+    r"i(?:'m|\s+am)\s+(?:sorry|unable|not\s+able)",
+    r"i\s+(?:cannot|can'?t|can\s+not|won'?t|will\s+not)\s+(?:provide|interpret|classify|"
+    r"determine|make|give|offer|help|analy[sz]e|assess|diagnose)",
+    r"unable\s+to\s+(?:interpret|classify|determine|provide|analy[sz]e|assess|read|make)",
+    r"not\s+(?:able|qualified)\s+to\s+(?:provide|give|make|diagnose)",
+    r"cannot\s+provide\s+(?:a\s+)?(?:medical\s+)?diagnos[ie]s",
+    # The answer declines to choose: it has findings but says it gives no verdict.
+    *(
+        rf"{negated}\s+(?:\w+\s+){{0,2}}?{_NO_VERDICT_VERB}"
+        for negated in (
+            r"cannot",
+            r"can\s*not",
+            r"can'?t",
+            r"could\s+not",
+            r"couldn'?t",
+            r"unable\s+to",
+            r"not\s+able\s+to",
+            r"won'?t",
+            r"will\s+not",
+            r"would\s+rather\s+not",
+            r"i'd\s+rather\s+not",
+        )
     ),
-    re.IGNORECASE,
-)
-_REFUSAL = re.compile(
-    _DECLINE.pattern[:-1] + "|" + _words(_DISCLAIMER)[3:], re.IGNORECASE
-)  # one alternation: the decline's and the disclaimer's
+    r"not\s+possible\s+to\s+(?:classify|determine|assign|choose|decide)",
+    *(
+        rf"{noun}\s+(?:is\s+)?not\s+possible"
+        for noun in ("classification", "diagnosis", "verdict", "answer")
+    ),
+    r"cannot\s+be\s+(?:classified|determined|categori[sz]ed)",
+    r"torn\s+between",
+    *(rf"{verb}\s+be\s+either\b" for verb in ("could", "may", "might", "can")),
+    r"indeterminate\b",
+    r"undetermined\b",
+]
+_DECLINE = re.compile(_words(_DECLINE_WORDS), re.IGNORECASE)
+_REFUSAL = re.compile(_words([*_DECLINE_WORDS, *_DISCLAIMER]), re.IGNORECASE)
 # A label in the same clause as one of these is a condition, not a verdict: "POST_MI if
 # the Q waves are pathological, otherwise NORMAL". "even if" and "as if" do not condition.
 _CONDITIONAL = re.compile(
