@@ -496,3 +496,18 @@ def test_a_huge_answer_is_parsed_in_bounded_time(parser: FinalAnswerParser) -> N
     started = time.perf_counter()
     parser.parse(text)
     assert time.perf_counter() - started < 5.0
+
+
+def test_a_task_file_passes_its_subject_nouns(tmp_path: Path) -> None:
+    from medbatch.tasks.config import load_task_file
+
+    source = (Path(__file__).resolve().parents[3] / "examples" / "skin_lesion_task.toml").read_text(
+        encoding="utf-8"
+    )
+    path = tmp_path / "task.toml"
+    path.write_text(source + '\n[parser]\nsubject_nouns = ["lesion"]\n', encoding="utf-8")
+    text = "Symmetric, two colours.\nThe lesion shows MELANOMA.\nFollow up advised."
+    assert load_task_file(path).parser.parse(text).label == "MELANOMA"
+    plain = tmp_path / "plain.toml"
+    plain.write_text(source, encoding="utf-8")
+    assert load_task_file(plain).parser.parse(text).label is None  # "lesion" is not a default
