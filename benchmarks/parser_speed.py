@@ -25,8 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from parser import DEFAULT_CORPUS, load_corpus
 from seed_regex import extract_classification
 
-from medbatch.parsing.answer import FinalAnswerParser
-from medbatch.tasks.ecg import ECG_LABELS
+from medbatch.tasks.ecg import ECG_TASK
 
 
 def _fastest(read: Callable[[], object], repeat: int) -> float:
@@ -56,11 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     corpus = load_corpus(args.corpus)
-    medbatch = FinalAnswerParser(ECG_LABELS)
+    medbatch = ECG_TASK.parser  # the ECG task's parser, with its subject nouns
     ours: list[float] = []
     seed: list[float] = []
     for item in corpus:
-        text, finish_reason = str(item["text"]), str(item["finish_reason"])
+        text = str(item["text"])
+        finish_reason = None if item["finish_reason"] is None else str(item["finish_reason"])
         read_ours = functools.partial(medbatch.parse, text, finish_reason=finish_reason)
         ours.append(_fastest(read_ours, args.repeat))
         seed.append(_fastest(functools.partial(extract_classification, text), args.repeat))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from medbatch.parsing.answer import FinalAnswerParser
+from medbatch.labels import Label, LabelSet
+from medbatch.parsing.answer import FinalAnswerParser, _strip_markdown, _Text
 from medbatch.records import AnswerStatus
 from medbatch.tasks.ecg import ECG_LABELS
 
@@ -120,3 +121,86 @@ def test_two_asserted_labels_are_never_a_parsed_guess(first: str, second: str) -
         assert result.label == first
     else:
         assert (result.label, result.status) == (None, AnswerStatus.AMBIGUOUS)
+
+
+# --- the fast path equals the slow path ---------------------------------------------------
+
+# Abbreviations (MI, AF, WNL) only match in capitals; modifiers may sit between a synonym's
+# words, bracketed or not. Both are where the fast path (first-word index, lower-cased text
+# without IGNORECASE) could part from the plain IGNORECASE scan.
+_ABBREVIATING = LabelSet(
+    labels=(
+        Label(
+            name="MYOCARDIAL_INFARCTION",
+            synonyms=("MI", "STEMI", "acute MI", "myocardial infarction", "heart attack"),
+        ),
+        Label(name="POST_MI", synonyms=("old MI", "prior myocardial infarction", "history of MI")),
+        Label(name="ATRIAL_FIBRILLATION", synonyms=("AF", "AFib", "atrial fibrillation")),
+        Label(name="NORMAL", synonyms=("WNL", "normal ECG", "within normal limits")),
+    )
+)
+_DIFFERENTIAL_WORDS = st.sampled_from(
+    [
+        *("mi", "Mi", "MI", "mI", "af", "Af", "AF", "wnl", "WNL", "Wnl", "afib", "AFIB"),
+        *("stemi", "Stemi", "STEMI", "acute", "old", "prior", "(healed)", "(remote)", "history"),
+        *("of", "inferior", "myocardial", "infarction", "heart", "attack", "atrial"),
+        *("fibrillation", "normal", "NORMAL", "ECG", "within", "limits", "POST_MI", "post-mi"),
+        *("Assessment:", "FINAL", "CLASSIFICATION:", "not", "no", "if", "otherwise", "likely"),
+        *("\u0130", "\u0131", "\u017f", "\u212a", "é", "ß", "**", "_", "-", ",", ".", "\n"),
+    ]
+)
+_MODIFIERS = ["(healed)", "inferior", "(remote)", "old", "not", "of", "12-lead", "(", ")"]
+
+
+@st.composite
+def _synonym_with_modifiers(draw: st.DrawFn) -> str:
+    """A name or synonym of a label, with up to two modifiers between its words, in context."""
+    label = draw(st.sampled_from([*_ABBREVIATING.labels, *ECG_LABELS.labels]))
+    phrase = draw(st.sampled_from([label.name, *label.synonyms]))
+    words: list[str] = []
+    for word in phrase.replace("_", " ").split():
+        if words:
+            words.extend(draw(st.lists(st.sampled_from(_MODIFIERS), max_size=2)))
+        words.append(draw(st.sampled_from([word, word.lower(), word.upper(), word.title()])))
+    before = draw(st.lists(_DIFFERENTIAL_WORDS, max_size=6))
+    after = draw(st.lists(_DIFFERENTIAL_WORDS, max_size=6))
+    return " ".join([*before, *words, *after])
+
+
+_DIFFERENTIAL_TEXT = st.one_of(
+    _synonym_with_modifiers(),
+    st.lists(_DIFFERENTIAL_WORDS, max_size=40).map(" ".join),
+    st.lists(_DIFFERENTIAL_WORDS, max_size=40).map("".join),
+    st.text(alphabet="mMiIaAfFwWnNlL \n.-_()\u0130\u0131\u017f\u212a", max_size=80),
+)
+
+
+def _fast_and_slow(labels: LabelSet) -> tuple[FinalAnswerParser, FinalAnswerParser]:
+    fast = FinalAnswerParser(labels)
+    slow = FinalAnswerParser(labels)
+    slow._fast_mentions = False  # the full IGNORECASE scan of every alternative
+    return fast, slow
+
+
+_PAIRS = [_fast_and_slow(_ABBREVIATING), _fast_and_slow(ECG_LABELS)]
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=_DIFFERENTIAL_TEXT, pair=st.sampled_from(_PAIRS))
+def test_fast_and_slow_paths_give_the_same_result(
+    text: str, pair: tuple[FinalAnswerParser, FinalAnswerParser]
+) -> None:
+    fast, slow = pair
+    assert fast.parse(text) == slow.parse(text), text
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=_DIFFERENTIAL_TEXT, pair=st.sampled_from(_PAIRS))
+def test_fast_and_slow_paths_find_the_same_mentions(
+    text: str, pair: tuple[FinalAnswerParser, FinalAnswerParser]
+) -> None:
+    # Finer than the results: most random texts hold no verdict, whatever their mentions.
+    fast, slow = pair
+    clean, _ = _strip_markdown(text)
+    cleaned = _Text.of(clean, fast._grammars)
+    assert fast._find_mentions(cleaned) == slow._find_mentions(cleaned), text

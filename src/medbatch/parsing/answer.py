@@ -12,26 +12,37 @@ How an answer is read, in order (the first rule that decides wins):
    final  "FINAL CLASSIFICATION", "final diagnosis"          to the next final cue
    stated "classification:", "I would classify it as",      ~300 characters
           "impression", "conclusion", "therefore", "label"
-   phrase "consistent with", "most likely", "the ECG is"     to the end of the sentence
+   phrase "consistent with", "most likely", "the <noun> is"  to the end of the sentence
    ```
 
    Within a zone the verdict is the first sentence holding an *asserted* label mention.
    Mentions are names and synonyms of the `LabelSet` (longest first, word-boundary aware,
    so NORMAL never matches inside ABNORMAL_HEARTBEAT), and are dropped when they sit in a
-   restated option list, are negated ("not NORMAL", "rules out MI"), or are used as an
-   adjective ("normal sinus rhythm"). Hedged mentions ("Y cannot be excluded", "possible
-   Y", "Q waves suggesting Y") only decide when nothing is asserted outright. Of several
-   zones of the same tier the last wins (models restate, then conclude); for the weak
-   "phrase" tier all zones must agree.
-5. **sole mention**: no cue at all, but exactly one label is asserted anywhere.
+   restated option list, are negated ("not NORMAL", "rules out MI"), are conditioned ("X
+   if the Q waves are pathological, otherwise Y"), or are used as an adjective ("normal
+   sinus rhythm"). A plain lower-case word ("normal") counts only on the line its cue
+   introduces. Hedged mentions ("Y cannot be excluded", "possible Y", "Q waves suggesting
+   Y", "either X or Y") only decide when nothing is asserted outright. Of several zones of
+   the same tier the last wins (models restate, then conclude); for the weak "phrase" tier
+   all zones must agree.
+5. **sole mention**: no cue at all, but exactly one label is asserted, on the last line.
 
-Two labels asserted in the deciding sentence → `ambiguous`. No verdict in an answer cut off
-by `max_tokens` → `truncated`; only explicit verdicts (final/stated tiers, JSON) are trusted
-in such an answer. A refusal phrase without a verdict → `refusal`. Anything else →
-`unparseable`: a wrong label silently corrupts accuracy, an unparsed one is counted.
+A label comes only from a verdict. Two labels asserted in the deciding sentence →
+`ambiguous`. An answer that declines after its findings ("I cannot confidently assign a
+single classification") has no verdict unless an explicit, outright one came first. No
+verdict in an answer cut off by `max_tokens` → `truncated`; only explicit verdicts
+(final/stated tiers, JSON) are trusted in such an answer, and in one with no finish
+reason that stops mid-sentence (`cut-off`). A refusal phrase without a verdict →
+`refusal`. Anything else → `unparseable`: a wrong label silently corrupts accuracy, an
+unparsed one is counted.
+
+Only the last `TAIL_CHARS` (32 KiB) of an answer are read: the verdict is at the end, and
+the time one answer takes stays bounded.
 
 Nothing here is specific to one task: every pattern about labels is built from the
-`LabelSet` given to the parser; the cue words are ordinary English.
+`LabelSet` given to the parser, what answers call the thing classified ("the ECG shows",
+"the radiograph shows") from its `subject_nouns`, and the other cue words are ordinary
+English. Domain phrasings of a verdict ("old inferior MI") are label synonyms.
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ import bisect
 import functools
 import itertools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import IntEnum
 from typing import NamedTuple
@@ -50,7 +61,7 @@ from medbatch.parsing.base import LabelParser
 from medbatch.parsing.json import JSONLabelParser
 from medbatch.records import AnswerStatus, ParseResult
 
-__all__ = ["FinalAnswerParser"]
+__all__ = ["DEFAULT_SUBJECT_NOUNS", "TAIL_CHARS", "FinalAnswerParser"]
 
 
 class _Tier(IntEnum):
@@ -70,19 +81,31 @@ _METHOD = {
 }
 
 _EVIDENCE_CHARS = 240
+TAIL_CHARS = 32 * 1024
+"""How much of an answer's end `FinalAnswerParser` reads: about eight times the longest
+answer of `max_tokens=1024`, and a bound on the time one answer can take."""
 _STATED_ZONE_CHARS = 300
 _PHRASE_ZONE_CHARS = 120
 _FINAL_ZONE_CHARS = 2500
+_CLAUSE_REACH = 400  # how far a condition's clause may reach either way
 
 # --- cue phrases (plain English, task-independent) ---------------------------------------
 
-# Lookbehinds sit after a literal word, not before it: a pattern that starts with a literal
-# is searched for with a fast string scan instead of being tried at every position.
-_FINAL_CUE = re.compile(
-    r"final(?<!\wfinal)\s+(?:ecg\s+|overall\s+)?(?:classification|diagnosis|answer|verdict|"
-    r"interpretation|impression|assessment|conclusion|category|label|result|decision)\b",
-    re.IGNORECASE,
-)
+DEFAULT_SUBJECT_NOUNS = ("image", "study", "scan", "exam", "examination")
+"""What an answer may call the thing it classifies ("the image shows X") when the task says
+nothing else. A task names its own (the ECG task: "ecg", "ekg", "tracing", "rhythm"...)."""
+
+_SUBJECT_NOUN = re.compile(r"[a-z0-9]+(?:[ \-][a-z0-9]+)*")
+
+
+def _final_cue(nouns: str) -> str:
+    # Lookbehinds sit after a literal word, not before it: a pattern that starts with a
+    # literal is searched for with a fast string scan instead of being tried at every position.
+    return (
+        rf"final(?<!\wfinal)\s+(?:(?:{nouns})\s+|overall\s+)?(?:classification|diagnosis|"
+        r"answer|verdict|interpretation|impression|assessment|conclusion|category|label|result|"
+        r"decision)\b"
+    )
 
 
 def _words(alternatives: list[str]) -> str:
@@ -104,38 +127,41 @@ def _words(alternatives: list[str]) -> str:
     )
 
 
-_STATED_CUE = re.compile(
-    _words(
-        [
-            r"classification(?<!differential\sclassification)",
-            r"classif(?:y|ied|ying)(?:\s+(?:this|the|it|as))?"
-            r"(?:\s+(?:ecg|ekg|tracing|image|study))?(?:\s+as)?",
-            r"categori[sz](?:e|ed)\s+as",
-            r"best\s+(?:described|categori[sz]ed)\s+as",
-            r"falls?\s+(?:into|under)",
-            r"diagnosis(?<!differential\sdiagnosis)",
-            *("impression", "conclusion", r"in\s+summary", "summary", "verdict", "answer"),
-            *("assessment", "boxed", "label", "category"),
-        ]
+def _stated_cue(nouns: str) -> str:
+    return (
+        _words(
+            [
+                r"classification(?<!differential\sclassification)",
+                r"classif(?:y|ied|ying)(?:\s+(?:this|the|it|as))?"
+                rf"(?:\s+(?:{nouns}))?(?:\s+as)?",
+                r"categori[sz](?:e|ed)\s+as",
+                r"best\s+(?:described|categori[sz]ed)\s+as",
+                r"falls?\s+(?:into|under)",
+                r"diagnosis(?<!differential\sdiagnosis)",
+                *("impression", "conclusion", r"in\s+summary", "summary", "verdict", "answer"),
+                *("assessment", "boxed", "label", "category"),
+            ]
+        )
+        + r"\b"
     )
-    + r"\b",
-    re.IGNORECASE,
-)
-_VERB = r"\s+(?:(?:ecg|ekg|tracing|image|study|rhythm)\s+)?(?:is|shows|demonstrates|represents)"
-_PHRASE_CUE = re.compile(
-    _words(
-        [
-            *(r"consistent\s+with", r"suggestive\s+of", r"indicative\s+of"),
-            *(r"compatible\s+with", r"diagnostic\s+of", r"in\s+keeping\s+with"),
-            *("represents?", r"most\s+likely", "likely", "probably", "overall", "therefore"),
-            *("thus", "hence", r"best\s+(?:fits?|matches)", "fits?", "matches"),
-            r"appears\s+to\s+be",
-            *(f"this{_VERB}", f"the{_VERB}", f"it{_VERB}"),
-        ]
+
+
+def _phrase_cue(nouns: str) -> str:
+    verb = rf"\s+(?:(?:{nouns})\s+)?(?:is|shows|demonstrates|represents)"
+    return (
+        _words(
+            [
+                *(r"consistent\s+with", r"suggestive\s+of", r"indicative\s+of"),
+                *(r"compatible\s+with", r"diagnostic\s+of", r"in\s+keeping\s+with"),
+                *("represents?", r"most\s+likely", "likely", "probably", "overall", "therefore"),
+                *("thus", "hence", r"best\s+(?:fits?|matches)", "fits?", "matches"),
+                r"appears\s+to\s+be",
+                *(f"this{verb}", f"the{verb}", f"it{verb}"),
+            ]
+        )
+        + r"\b"
     )
-    + r"\b",
-    re.IGNORECASE,
-)
+
 
 # Words that end the scope of a negation or hedge looking backwards from a mention.
 _CLAUSE_BREAK = re.compile(
@@ -199,25 +225,96 @@ _LIST_SEPARATOR = re.compile(
     r"[\s,;/|()\[\]\"'.:\-–—]*(?:(?:or|and|and/or|vs\.?|versus)[\s,;/|()\[\]\"'.:\-–—]*)?$",
     re.IGNORECASE,
 )
-_NEGATED_LIST = re.compile(r"[ \t]*(?:/|or|nor|and/or)[ \t]*$", re.IGNORECASE)
+# Up to two modifiers may follow the conjunction: "either NORMAL or acute inferior STEMI".
+_NEGATED_LIST = re.compile(
+    r"[ \t]*(?:/|or|nor|and/or)[ \t]*(?:[a-z][a-z\-]*[ \t]+){0,2}$", re.IGNORECASE
+)
 _BULLET = re.compile(r"[ \t]*(?:[-+•●▪◦]|\d{1,2}[.)]|[a-dA-D][.)])?[ \t]*[\"'(\[]?")
 _OPTIONS_INTRO = re.compile(
     r"\b(?:one\s+of|following|options?|categories|choices|possible\s+(?:labels|classes))\b",
     re.IGNORECASE,
 )
-_CHECK_YES = re.compile(r"[\s:=\-–—|]*(?:yes\b|✓|✔|☑|\[x\]|\(x\))", re.IGNORECASE)
-_CHECK_NO = re.compile(r"[\s:=\-–—|]*(?:no\b|✗|✘|☐|❌|\[ \]|\( \))", re.IGNORECASE)
+_CHECK_YES = re.compile(r"[\s:=\-–—|]*(?:yes\b|✓|✔|☑|✅|\[x\]|\(x\))", re.IGNORECASE)
+_CHECK_NO = re.compile(r"[\s:=\-–—|]*(?:no\b|✗|✘|✕|✖|☐|❌|❎|\[ \]|\( \))", re.IGNORECASE)
+_ZONE_LEAD = re.compile(r"[\s:;,.=|>\-–—]*")  # between a verdict cue and what it introduces
 # A newline, or one of .!?; followed by a space. Written to start with a character class,
 # which the regex engine scans for quickly, rather than as an alternation.
 _SENTENCE_END = re.compile(r"[\n.!?;](?:(?<=\n)|(?=\s))")
-_REFUSAL = re.compile(
-    r"\b(?:i(?:'m|\s+am)\s+(?:sorry|unable|not\s+able)|i\s+(?:cannot|can'?t|can\s+not|"
-    r"won'?t|will\s+not)\s+(?:provide|interpret|classify|determine|make|give|offer|help|"
-    r"analy[sz]e|assess|diagnose)|unable\s+to\s+(?:interpret|classify|determine|provide|"
-    r"analy[sz]e|assess|read|make)|as\s+an\s+ai\b|not\s+(?:able|qualified)\s+to\s+"
-    r"(?:provide|give|make|diagnose)|cannot\s+provide\s+(?:a\s+)?(?:medical\s+)?diagnos[ie]s|"
-    r"consult\s+(?:a|with\s+a|your)\s+(?:qualified|medical|healthcare|licensed|cardiologist|"
-    r"physician|doctor))",
+# Cue lists below go through `_words` (alternatives by first letter, boundary after it),
+# which the regex engine scans for quickly; a leading `\b` is tried at every position.
+_DISCLAIMER = [
+    r"as\s+an\s+ai\b",
+    r"consult\s+(?:a|with\s+a|your)\s+(?:qualified|medical|healthcare|licensed|specialist|"
+    r"physician|doctor|clinician)",
+]
+_NO_VERDICT_VERB = (
+    r"(?:assign|determine|commit|choose|decide|select|pick|settle|reach|distinguish|"
+    r"give\s+(?:a|one)|"
+    r"make\s+(?:a|one)|classify|categori[sz]e)\b"
+)
+_DECLINE_WORDS = [
+    r"i(?:'m|\s+am)\s+(?:sorry|unable|not\s+able)",
+    r"i\s+(?:cannot|can'?t|can\s+not|won'?t|will\s+not)\s+(?:provide|interpret|classify|"
+    r"determine|make|give|offer|help|analy[sz]e|assess|diagnose)",
+    r"unable\s+to\s+(?:interpret|classify|determine|provide|analy[sz]e|assess|read|make)",
+    r"not\s+(?:able|qualified)\s+to\s+(?:provide|give|make|diagnose)",
+    r"cannot\s+provide\s+(?:a\s+)?(?:medical\s+)?diagnos[ie]s",
+    # The answer declines to choose: it has findings but says it gives no verdict.
+    *(
+        rf"{negated}\s+(?:\w+\s+){{0,2}}?{_NO_VERDICT_VERB}"
+        for negated in (
+            r"cannot",
+            r"can\s*not",
+            r"can'?t",
+            r"could\s+not",
+            r"couldn'?t",
+            r"unable\s+to",
+            r"not\s+able\s+to",
+            r"won'?t",
+            r"will\s+not",
+            r"would\s+rather\s+not",
+            r"i'd\s+rather\s+not",
+        )
+    ),
+    r"not\s+possible\s+to\s+(?:classify|determine|assign|choose|decide)",
+    *(
+        rf"{noun}\s+(?:is\s+)?not\s+possible"
+        for noun in ("classification", "diagnosis", "verdict", "answer")
+    ),
+    r"cannot\s+be\s+(?:classified|determined|categori[sz]ed)",
+    r"torn\s+between",
+    *(rf"{verb}\s+be\s+either\b" for verb in ("could", "may", "might", "can")),
+    r"indeterminate\b",
+    r"undetermined\b",
+]
+_DECLINE = re.compile(_words(_DECLINE_WORDS), re.IGNORECASE)
+_REFUSAL = re.compile(_words([*_DECLINE_WORDS, *_DISCLAIMER]), re.IGNORECASE)
+# A label in the same clause as one of these is a condition, not a verdict: "POST_MI if
+# the Q waves are pathological, otherwise NORMAL". "even if" and "as if" do not condition.
+_CONDITIONAL = re.compile(
+    _words(
+        [
+            r"if(?<!even\sif)(?<!as\sif)",
+            *("unless", "otherwise", "whether", r"depend(?:s|ing)?\s+on", r"in\s+case"),
+            r"should\s+(?:the|there|this|it|these|they|any)",
+        ]
+    )
+    + r"\b",
+    re.IGNORECASE,
+)
+# What ends the reach of a condition within a sentence ("If X, Y would apply, but since
+# ... the answer is Z"). Each alternative starts with a literal character, for speed.
+_CONDITION_BREAK = re.compile(
+    r"\n|\.(?=\s)|!(?=\s)|\?(?=\s)|;(?=\s)|"
+    + _words(
+        [
+            rf"{word}\b"
+            for word in (
+                *("but", "however", "whereas", "although", "though", "since", "because"),
+                *("given", "so", "therefore", "thus", "hence", "yet"),
+            )
+        ]
+    )[3:-1],  # the letter groups as alternatives of their own, not one group
     re.IGNORECASE,
 )
 # After a single-word label ("normal"), these words do not make it an adjective.
@@ -248,11 +345,6 @@ _NOT_A_NOUN = frozenset(
         "this",
         "that",
         "which",
-        "ecg",
-        "ekg",
-        "tracing",
-        "study",
-        "image",
         "classification",
         "category",
         "label",
@@ -283,9 +375,10 @@ _FOLDS_ONTO_ASCII = re.compile("[\u0130\u0131\u017f\u212a]")
 # Up to two modifier words between the words of a synonym ("old *inferior* MI"), but never a
 # word that changes its meaning.
 _GAP_WORD = (
-    r"(?:(?!(?:and|or|with|without|no|not|new|but|vs|versus|than|of|is|are|was|were|the|an?|"
-    r"to|in|on|at|from|by|as|indicat\w*|suggest\w*|consistent|show\w*)\b)"
-    r"[A-Za-z0-9][A-Za-z0-9'/\-]*+[ \t]++)"
+    # A modifier may sit in brackets: "prior (healed) anterior MI".
+    r"(?:\(?(?!(?:and|or|with|without|no|not|new|but|vs|versus|than|of|is|are|was|were|the|"
+    r"an?|to|in|on|at|from|by|as|indicat\w*|suggest\w*|consistent|show\w*)\b)"
+    r"[A-Za-z0-9][A-Za-z0-9'/\-]*+\)?[ \t]++)"
 )
 
 
@@ -316,7 +409,10 @@ class _Grammar:
     options_intro: re.Pattern[str]
     check_yes: re.Pattern[str]
     check_no: re.Pattern[str]
-    refusal: re.Pattern[str]
+    refusal: re.Pattern[str]  # a decline or a disclaimer ("as an AI", "consult a doctor")
+    decline: re.Pattern[str]  # the answer declines to give a verdict
+    conditional: re.Pattern[str]
+    condition_break: re.Pattern[str]
 
     def for_lower_case(self) -> _Grammar:
         """The same patterns without IGNORECASE, for lower-cased text."""
@@ -327,10 +423,23 @@ class _Grammar:
         return _Grammar(*(re.compile(p.pattern, p.flags & ~re.IGNORECASE) for p in patterns))
 
 
-_CASED = _Grammar(
-    _FINAL_CUE,
-    _STATED_CUE,
-    _PHRASE_CUE,
+@functools.lru_cache(maxsize=16)
+def _grammars(subject_nouns: tuple[str, ...]) -> tuple[_Grammar, _Grammar]:
+    """The cue patterns for a task's subject nouns: `(cased, for lower-cased text)`."""
+    nouns = "|".join(
+        r"\s+".join(re.escape(word) for word in noun.split())
+        for noun in sorted(subject_nouns, key=len, reverse=True)
+    )
+    cased = _Grammar(
+        re.compile(_final_cue(nouns), re.IGNORECASE),
+        re.compile(_stated_cue(nouns), re.IGNORECASE),
+        re.compile(_phrase_cue(nouns), re.IGNORECASE),
+        *_COMMON_PATTERNS,
+    )
+    return cased, cased.for_lower_case()
+
+
+_COMMON_PATTERNS = (
     _CLAUSE_BREAK,
     _SCOPE_TERMINATOR,
     _NEGATION_BEFORE,
@@ -348,8 +457,10 @@ _CASED = _Grammar(
     _CHECK_YES,
     _CHECK_NO,
     _REFUSAL,
+    _DECLINE,
+    _CONDITIONAL,
+    _CONDITION_BREAK,
 )
-_LOWER = _CASED.for_lower_case()
 
 
 @dataclass(frozen=True)
@@ -359,17 +470,22 @@ class _Text:
     clean: str
     folded: str  # `clean.lower()` where that is faithful, else `clean`
     rx: _Grammar  # the compilation that reads `folded` case-insensitively
+    lowered: bool  # `folded` is the lower-cased text
 
     @classmethod
-    def of(cls, clean: str) -> _Text:
+    def of(cls, clean: str, grammars: tuple[_Grammar, _Grammar]) -> _Text:
         if _lowercase_is_faithful(clean):
-            return cls(clean, clean.lower(), _LOWER)
-        return cls(clean, clean, _CASED)
+            return cls(clean, clean.lower(), grammars[1], True)
+        return cls(clean, clean, grammars[0], False)
 
     def sentence_end(self, position: int, default: int) -> int:
-        """End of the sentence holding `position` (after its closing mark), else `default`."""
-        found = _SENTENCE_END.search(self.clean, position)
-        return default if found is None else found.end()
+        """End of the sentence holding `position` (after its closing mark), else `default`.
+
+        Only the text up to `default` is searched (plus the one character that tells a
+        full stop from a decimal point), so that many searches stay linear in all.
+        """
+        found = _SENTENCE_END.search(self.clean, position, default + 1)
+        return default if found is None else min(found.end(), default)
 
 
 # --- working values ----------------------------------------------------------------------
@@ -386,10 +502,11 @@ class _Mention(NamedTuple):
     negated: bool
     weak: bool
     in_options: bool
+    conditional: bool  # in a clause with "if", "unless", "otherwise": not asserted
 
     @property
     def considered(self) -> bool:
-        return not self.negated and not self.in_options
+        return not self.negated and not self.in_options and not self.conditional
 
 
 @dataclass(frozen=True)
@@ -410,7 +527,11 @@ class FinalAnswerParser(LabelParser):
         labels: The task's labels; names and synonyms are what is searched for.
         use_json: Try `JSONLabelParser` first (answers like `{"label": ...}`).
         allow_sole_mention: When no verdict cue exists, accept a label that is the only one
-            asserted anywhere in the answer. Turn off to accept explicit verdicts only.
+            asserted on the answer's last line ("...; STEMI."). Turn off to accept explicit
+            verdicts only.
+        subject_nouns: What answers of this task call the thing they classify, for cues
+            such as "the ECG shows X" or "I would classify this tracing as X"; lower-case
+            words or phrases. Default: `DEFAULT_SUBJECT_NOUNS` (image, study, scan, ...).
 
     Example:
         >>> parser = FinalAnswerParser(LabelSet.from_names(["NORMAL", "ABNORMAL_HEARTBEAT"]))
@@ -425,26 +546,57 @@ class FinalAnswerParser(LabelParser):
         *,
         use_json: bool = True,
         allow_sole_mention: bool = True,
+        subject_nouns: Sequence[str] = DEFAULT_SUBJECT_NOUNS,
     ) -> None:
         super().__init__(labels)
+        nouns = tuple(dict.fromkeys(" ".join(noun.lower().split()) for noun in subject_nouns))
+        bad = [noun for noun in nouns if not _SUBJECT_NOUN.fullmatch(noun)]
+        if bad or not nouns:
+            raise ValueError(
+                f"subject_nouns must be words of letters and digits, e.g. ('ecg', 'tracing'); "
+                f"got {list(subject_nouns)!r}"
+            )
+        self.subject_nouns = nouns
         self._json = JSONLabelParser(labels) if use_json else None
         self._allow_sole_mention = allow_sole_mention
         self._mentions = _mention_table(labels)
+        self._grammars = _grammars(nouns)
+        self._not_a_noun = _NOT_A_NOUN | {word for noun in nouns for word in noun.split()}
+        # The differential tests turn this off to compare with the plain full scan.
+        self._fast_mentions = True
 
     # --- the contract ----------------------------------------------------------------
 
     def parse(self, text: str | None, *, finish_reason: str | None = None) -> ParseResult:
-        """Read the final verdict; see the module docstring for the rules. Never raises."""
+        """Read the final verdict; see the module docstring for the rules. Never raises.
+
+        Only the last `TAIL_CHARS` characters of a longer answer are read (the verdict is
+        at the end), so parsing time has a bound whatever the answer's size; the method
+        of such a result ends in `(last 32 KiB)` and its span counts from the answer's start.
+        """
         if text is None or not text.strip():
             return ParseResult(status=AnswerStatus.EMPTY, method="empty")
         try:
-            return self._parse(text, truncated=finish_reason == "length")
+            if len(text) <= TAIL_CHARS:
+                return self._parse(text, finish_reason=finish_reason)
+            return self._parse_tail(text, finish_reason=finish_reason)
         except Exception as exc:
             return ParseResult(method="internal-error", evidence=repr(exc)[:_EVIDENCE_CHARS])
 
+    def _parse_tail(self, text: str, *, finish_reason: str | None) -> ParseResult:
+        cut = len(text) - TAIL_CHARS
+        # Start at a line start when one is near: a half line may begin inside a word.
+        newline = text.find("\n", cut, cut + 2048)
+        cut = cut if newline < 0 else newline + 1
+        result = self._parse(text[cut:], finish_reason=finish_reason)
+        span = None if result.span is None else (result.span[0] + cut, result.span[1] + cut)
+        method = f"{result.method} (last {TAIL_CHARS // 1024} KiB)"
+        return result.model_copy(update={"span": span, "method": method})
+
     # --- steps -----------------------------------------------------------------------
 
-    def _parse(self, text: str, *, truncated: bool) -> ParseResult:
+    def _parse(self, text: str, *, finish_reason: str | None) -> ParseResult:
+        truncated = finish_reason == "length"
         exact = None
         if not self._mentions.bare_label_too_long.match(text):
             exact = self.labels.normalize(text)
@@ -463,22 +615,40 @@ class FinalAnswerParser(LabelParser):
                 return from_json
 
         clean, index = _strip_markdown(text)
-        cleaned = _Text.of(clean)
+        cleaned = _Text.of(clean, self._grammars)
         mentions = self._find_mentions(cleaned)
-        verdict = self._decide(cleaned, mentions, truncated=truncated)
+        # Without a finish reason, an answer that stops mid-sentence was most likely cut.
+        cut_off = finish_reason is None and _looks_cut_off(clean, mentions)
+        verdict = self._decide(cleaned, mentions, truncated=truncated or cut_off)
+        if (
+            verdict is not None
+            and (verdict.weak or verdict.tier < _Tier.STATED)
+            and cleaned.rx.decline.search(cleaned.folded, verdict.start)
+        ):
+            # "... findings ... I cannot confidently assign a single classification": only
+            # an outright explicit verdict outweighs a refusal said after it.
+            verdict = None
         if verdict is not None:
             return self._result(text, clean, index, verdict)
         if truncated:
             return ParseResult(status=AnswerStatus.TRUNCATED, method="truncated")
+        if cut_off:
+            return ParseResult(status=AnswerStatus.UNPARSEABLE, method="cut-off")
+        return self._no_verdict(text, cleaned, index)
+
+    @staticmethod
+    def _no_verdict(text: str, cleaned: _Text, index: _Offsets) -> ParseResult:
+        """A refusal when the answer says it declines, else `unparseable`."""
         refusal = cleaned.rx.refusal.search(cleaned.folded)
-        if refusal is not None:
-            return ParseResult(
-                status=AnswerStatus.REFUSAL,
-                method="refusal",
-                evidence=_evidence(text, index, clean, refusal.start(), refusal.end()),
-                span=_span(index, refusal.start(), refusal.end()),
-            )
-        return ParseResult(status=AnswerStatus.UNPARSEABLE, method="none")
+        if refusal is None:
+            return ParseResult(status=AnswerStatus.UNPARSEABLE, method="none")
+        start, end = refusal.span()
+        return ParseResult(
+            status=AnswerStatus.REFUSAL,
+            method="refusal",
+            evidence=_evidence(text, index, cleaned.clean, start, end),
+            span=_span(index, start, end),
+        )
 
     def _result(self, text: str, clean: str, index: _Offsets, verdict: _Verdict) -> ParseResult:
         evidence = _evidence(text, index, clean, verdict.start, verdict.end)
@@ -503,10 +673,10 @@ class FinalAnswerParser(LabelParser):
         clean = text.clean
         raw: list[tuple[str, int, int, bool]] = []
         plain: list[bool] = []
-        for group, start, end in table.matches(text):
+        for group, start, end in table.matches(text, fast=self._fast_mentions):
             matched = clean[start:end]
             is_plain = not matched.isupper() and not _SEPARATOR_CHAR.search(matched)
-            if is_plain and self._is_adjective(clean, end):
+            if is_plain and self._is_adjective(clean, end, self._not_a_noun):
                 continue
             canonical = table.group_is_name[group] and (matched.isupper() or "_" in matched)
             raw.append((table.group_label[group], start, end, canonical))
@@ -516,18 +686,29 @@ class FinalAnswerParser(LabelParser):
         in_options = _option_positions(
             text, [m for m, (negated, _) in zip(raw, polarity, strict=True) if not negated]
         )
+        conditional = _conditional_positions(text, raw)
         return [
-            _Mention(label, start, end, canonical, is_plain, negated, weak, start in in_options)
+            _Mention(
+                label,
+                start,
+                end,
+                canonical,
+                is_plain,
+                negated,
+                weak,
+                start in in_options,
+                start in conditional,
+            )
             for (label, start, end, canonical), is_plain, (negated, weak) in zip(
                 raw, plain, polarity, strict=True
             )
         ]
 
     @staticmethod
-    def _is_adjective(clean: str, end: int) -> bool:
+    def _is_adjective(clean: str, end: int, not_a_noun: frozenset[str]) -> bool:
         """`normal sinus rhythm`: a one-word label in lower case (`plain`) followed by a noun."""
         following = _NEXT_WORD.match(clean, end)
-        return following is not None and following.group(1).lower() not in _NOT_A_NOUN
+        return following is not None and following.group(1).lower() not in not_a_noun
 
     # --- zones and the decision ------------------------------------------------------
 
@@ -564,7 +745,7 @@ class FinalAnswerParser(LabelParser):
         phrase_zones = [
             (
                 cue.end(),
-                min(text.sentence_end(cue.end(), len(clean)), cue.end() + _PHRASE_ZONE_CHARS),
+                text.sentence_end(cue.end(), min(len(clean), cue.end() + _PHRASE_ZONE_CHARS)),
             )
             for cue in rx.phrase_cue.finditer(folded)
         ]
@@ -584,9 +765,13 @@ class FinalAnswerParser(LabelParser):
             return _Verdict(_Tier.PHRASE, tuple(sorted(distinct)), last.weak, last.start, last.end)
 
         if self._allow_sole_mention:
-            # Without any cue, only specific mentions count: "PR interval normal." is not a
-            # verdict, "POST_MI" or "old inferior MI" may be.
-            strong_mentions = [m for m in considered if not m.weak and not m.plain]
+            # Without any cue, only specific mentions on the last line count: "PR interval
+            # normal." is not a verdict, nor is "irregularly irregular rhythm" among the
+            # findings; "...; STEMI." at the end may be.
+            last_line = clean.rstrip().rfind("\n") + 1
+            strong_mentions = [
+                m for m in considered if not m.weak and not m.plain and m.start >= last_line
+            ]
             distinct = {m.label for m in strong_mentions}
             if len(distinct) == 1:
                 first = strong_mentions[0]
@@ -643,10 +828,13 @@ class _MentionTable:
     abbreviations: Mapping[str, str]  # group -> the capitals it must be written in ("MI")
     bare_label_too_long: re.Pattern[str]  # matches text with more letters than any phrase
 
-    def matches(self, text: _Text) -> Iterator[tuple[str, int, int]]:
-        """`(group, start, end)` of exactly the matches of `pattern.finditer(text.clean)`."""
+    def matches(self, text: _Text, *, fast: bool = True) -> Iterator[tuple[str, int, int]]:
+        """`(group, start, end)` of exactly the matches of `pattern.finditer(text.clean)`.
+
+        `fast=False` runs that full scan itself: the reference the fast path must equal.
+        """
         clean = text.clean
-        if self.starts is None or text.rx is not _LOWER:
+        if not fast or self.starts is None or not text.lowered:
             for match in self.pattern.finditer(clean):
                 if match.lastgroup is not None:
                     yield match.lastgroup, match.start(), match.end()
@@ -764,7 +952,7 @@ def _second_word_ahead(words: list[str], *, is_name: bool) -> str:
     second = re.escape(words[1])
     if is_name:
         return f"{_SEPARATORS}*{second}"
-    return rf"(?:{_SEPARATORS}+|[ \t]+(?:[a-z0-9][a-z0-9'/\-]*[ \t]+){{1,2}}){second}"
+    return rf"(?:{_SEPARATORS}+|[ \t]+(?:\(?[a-z0-9][a-z0-9'/\-]*\)?[ \t]+){{1,2}}){second}"
 
 
 def _alternation(alternatives: list[str], flags: int = re.IGNORECASE) -> re.Pattern[str]:
@@ -991,20 +1179,54 @@ def _only_one_content_line(gap: str) -> bool:
     return sum(1 for line in lines[1:] if line.strip()) == 0
 
 
+def _conditional_positions(text: _Text, raw: list[tuple[str, int, int, bool]]) -> set[int]:
+    """Starts of mentions in a clause that holds a condition ("if", "unless", "otherwise").
+
+    A clause runs between sentence ends and contrast words ("but since ..."): in "If there
+    were ST elevation this would be X, but since all is normal the answer is Y" only X is
+    conditioned. Clauses are found around the few conditions, not over the whole text.
+    """
+    rx, folded = text.rx, text.folded
+    if not raw:
+        return set()
+    starts = [start for _, start, _, _ in raw]
+    positions: set[int] = set()
+    for condition in rx.conditional.finditer(folded):
+        window = max(0, condition.start() - _CLAUSE_REACH)
+        before = _last(rx.condition_break, folded[window : condition.start()])
+        clause_start = window if before is None else window + before.end()
+        after = rx.condition_break.search(folded, condition.end(), condition.end() + _CLAUSE_REACH)
+        clause_end = condition.end() + _CLAUSE_REACH if after is None else after.start()
+        low = bisect.bisect_left(starts, clause_start)
+        high = bisect.bisect_left(starts, clause_end)
+        positions.update(starts[low:high])
+    return positions
+
+
+def _looks_cut_off(clean: str, mentions: list[_Mention]) -> bool:
+    """Whether the answer stops mid-sentence: not after a closing mark, nor on a label."""
+    tail = clean.rstrip()
+    if not tail or (mentions and mentions[-1].end >= len(tail)):
+        return False
+    return tail[-1].isalnum() or tail[-1] in ",:(-–—/"
+
+
 def _polarities(text: _Text, raw: list[tuple[str, int, int, bool]]) -> list[tuple[bool, bool]]:
     """`(negated, weak)` of each mention in `raw`."""
     polarity: list[tuple[bool, bool]] = []
     previous_end = 0
     for _, start, end, _ in raw:
         negated, weak = _polarity(text, start, end, previous_end)
-        # "not MI or POST_MI": a negation carries over a list of labels.
+        # "not MI or POST_MI": a negation carries over a list of labels; so does a hedge
+        # ("could be either X or Y").
         if (
             polarity
             and not weak
-            and polarity[-1][0]
+            and not negated
+            and (polarity[-1][0] or polarity[-1][1])
             and text.rx.negated_list.match(text.folded[previous_end:start])
         ):
-            negated = True
+            negated, weak = polarity[-1]
         polarity.append((negated, weak))
         previous_end = end
     return polarity
@@ -1071,6 +1293,13 @@ def _zone_verdict(
     low = bisect.bisect_left(starts, zone[0])
     high = bisect.bisect_left(starts, zone[1])
     inside = considered[low:high]
+    if tier >= _Tier.STATED:
+        # A plain word ("normal") is a verdict on the line the cue introduces, not among
+        # the findings on the lines after it.
+        lead = _ZONE_LEAD.match(text.clean, zone[0], zone[1])
+        head_end = text.clean.find("\n", zone[0] if lead is None else lead.end(), zone[1])
+        head_end = zone[1] if head_end < 0 else head_end
+        inside = [m for m in inside if not m.plain or m.start < head_end]
     if not inside:
         return None
     strong = [m for m in inside if not m.weak]

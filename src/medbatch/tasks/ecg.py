@@ -14,7 +14,14 @@ from medbatch.prompts.chat import ChatPromptTemplate
 from medbatch.records import GenerationParams
 from medbatch.tasks.base import Task
 
-__all__ = ["ECG_COT_PROMPT", "ECG_LABELS", "ECG_SYSTEM_PROMPT", "ECG_TASK", "make_ecg_task"]
+__all__ = [
+    "ECG_COT_PROMPT",
+    "ECG_LABELS",
+    "ECG_SUBJECT_NOUNS",
+    "ECG_SYSTEM_PROMPT",
+    "ECG_TASK",
+    "make_ecg_task",
+]
 
 ECG_LABELS = LabelSet(
     labels=(
@@ -120,6 +127,18 @@ ECG_LABELS = LabelSet(
 )
 """The four ECG classes with the notebook's descriptions, in the notebook's order."""
 
+ECG_SUBJECT_NOUNS = (
+    "ecg",
+    "ekg",
+    "electrocardiogram",
+    "12-lead ecg",
+    "tracing",
+    "rhythm",
+    "image",
+    "study",
+)
+"""What answers call an ECG ("the tracing shows X"): the parser's task-specific cue words."""
+
 ECG_SYSTEM_PROMPT = "You are a medical AI assistant specialized in ECG analysis."
 
 # The notebook's prompt, kept word for word (trailing spaces included) as version cot-v1.
@@ -196,7 +215,7 @@ def make_ecg_task() -> Task:
         },
         prompt_version="cot-v1",
         constrained_prompt_version="direct-v1",
-        parser=FinalAnswerParser(ECG_LABELS),
+        parser=FinalAnswerParser(ECG_LABELS, subject_nouns=ECG_SUBJECT_NOUNS),
         folder_map=ECG_FOLDER_MAP,
         params=GenerationParams(temperature=0.0, max_tokens=1024),
         description="12-lead ECG images: normal, abnormal heartbeat, MI, post-MI (Kaggle set).",
