@@ -406,6 +406,11 @@ class Evaluation(BaseModel):
         n_bootstrap: Bootstrap resamples behind each interval (0: no intervals).
         seed: Seed of the resampling.
         notes: Plain-language caveats (few records, copies, labels outside the set, ...).
+        run_status: The run directory's manifest status (`completed`, `running`,
+            `interrupted`, ...); None for a DataFrame.
+        n_stored: Records with a stored answer in the run directory (before dedupe).
+        n_expected: Records the run directory should hold when complete (the manifest's
+            `expected_records`); None when unknown.
     """
 
     model_config = _MODEL
@@ -429,6 +434,32 @@ class Evaluation(BaseModel):
     seed: int
     ci_method: str = "95% percentile bootstrap over records"
     notes: tuple[str, ...] = ()
+    run_status: str | None = None
+    n_stored: int | None = None
+    n_expected: int | None = None
+
+    @property
+    def incomplete(self) -> bool:
+        """True for a run directory whose run did not finish or lacks records."""
+        if self.run_status is not None and self.run_status != "completed":
+            return True
+        return (
+            self.n_expected is not None
+            and self.n_stored is not None
+            and self.n_stored < self.n_expected
+        )
+
+    def completeness(self) -> str | None:
+        """One line for an incomplete run ("N of M records"), None when complete."""
+        if not self.incomplete:
+            return None
+        stored = self.n_stored if self.n_stored is not None else self.n
+        expected = "?" if self.n_expected is None else str(self.n_expected)
+        return (
+            f"Incomplete run (status: {self.run_status or 'unknown'}): {stored} of {expected} "
+            f"records have an answer; these figures describe those {stored} only. Resume "
+            "the run to complete it."
+        )
 
     def to_json(self, indent: int | None = 2) -> str:
         """The evaluation as JSON (no NaN: undefined values are null)."""
@@ -669,6 +700,9 @@ def evaluate(
         n_bootstrap=n_bootstrap if len(truth_rows.truth) else 0,
         seed=seed,
         notes=tuple(notes),
+        run_status=manifest.status if manifest is not None else None,
+        n_stored=len(frame) if manifest is not None else None,
+        n_expected=manifest.expected_records if manifest is not None else None,
     )
 
 

@@ -574,6 +574,9 @@ class _Page:
                 '<code>TransformersRunner("google/medgemma-4b-it")</code>) for real numbers.'
                 "</div>"
             )
+        completeness = ev.completeness()
+        if completeness is not None:
+            parts.append(f'<div class="notice random incomplete">{_e(completeness)}</div>')
         for note in ev.notes:
             parts.append(f'<div class="notice info">{_e(note)}</div>')
         return "\n".join(parts)

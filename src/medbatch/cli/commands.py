@@ -52,7 +52,20 @@ def run_command(
         True, "--resume/--no-resume", help="Reuse answers already in the run directory."
     ),
     retry_failed: bool = typer.Option(
-        False, "--retry-failed", help="With --resume, run failed records again."
+        False,
+        "--retry-failed",
+        help="With --resume, run again failed records that may succeed on a new try.",
+    ),
+    retry_all_failed: bool = typer.Option(
+        False,
+        "--retry-all-failed",
+        help="Like --retry-failed, and also errors marked not retryable (e.g. a 400).",
+    ),
+    add_to_run: bool = typer.Option(
+        False,
+        "--add-to-run",
+        help="Add to an output_dir that holds a run of another model, prompt, params or "
+        "dataset (refused otherwise).",
     ),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N records."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
@@ -100,7 +113,8 @@ def run_command(
         runner,
         store=run_config.output_dir,
         resume=resume,
-        retry_failed=retry_failed,
+        retry_failed="all" if retry_all_failed else retry_failed,
+        add_to_run=add_to_run,
         limit=limit or run_config.limit,
         params=run_config.params,
         constrained=run_config.constrained,
