@@ -32,10 +32,12 @@ Conventions, chosen so that a number can never look better than the run was:
   once, so a copied image cannot narrow an interval it should not.
 
 Example:
-    >>> from medbatch.evaluation import evaluate
-    >>> result = evaluate("runs/ecg", n_bootstrap=1000, seed=0)
-    >>> acc = result.headline["accuracy"]
-    >>> print(f"accuracy {acc.value:.2f} (95% CI {acc.low:.2f}-{acc.high:.2f}, n={acc.n})")
+    ```python
+    from medbatch.evaluation import evaluate
+    result = evaluate("runs/ecg", n_bootstrap=1000, seed=0)
+    acc = result.headline["accuracy"]
+    print(f"accuracy {acc.value:.2f} (95% CI {acc.low:.2f}-{acc.high:.2f}, n={acc.n})")
+    ```
 """
 
 from __future__ import annotations
@@ -617,9 +619,16 @@ def evaluate(
         ValueError: `negative_label` is not one of the labels, or `n_bootstrap` < 0.
 
     Example:
-        >>> ev = evaluate(result.predictions, negative_label="NORMAL", seed=1)
-        >>> ev.headline["balanced_accuracy"].format()
-        '0.625 (0.438–0.812)'
+        >>> import pandas as pd
+        >>> frame = pd.DataFrame({
+        ...     "record_id": ["a", "b", "c", "d"],
+        ...     "truth": ["NORMAL", "NORMAL", "POST_MI", "POST_MI"],
+        ...     "label": ["NORMAL", "POST_MI", "POST_MI", None],
+        ...     "status": ["parsed", "parsed", "parsed", "unparseable"],
+        ... })
+        >>> ev = evaluate(frame, negative_label="NORMAL", seed=1)
+        >>> ev.n, ev.headline["accuracy"].value, ev.headline["coverage"].value
+        (4, 0.5, 0.75)
     """
     if n_bootstrap < 0:
         raise ValueError("n_bootstrap must be >= 0")
@@ -1237,8 +1246,10 @@ def compare(
         ValueError: The runs share no record, or give one record different ground truths.
 
     Example:
-        >>> result = compare("runs/cot", "runs/direct")
-        >>> print(result.difference.format(), result.mcnemar_p)
+        ```python
+        result = compare("runs/cot", "runs/direct")
+        print(result.difference.format(), result.mcnemar_p)
+        ```
     """
     frame_a, manifest_a = _load(run_a)
     frame_b, manifest_b = _load(run_b)

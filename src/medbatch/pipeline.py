@@ -190,9 +190,12 @@ def classify(
         CanaryFailedError: The canary subset failed; nothing else was run.
 
     Example:
-        >>> result = classify(ImageFolderDataset("ecg/", task.folder_map), get_task("ecg"),
-        ...                   ReplayRunner("answers.jsonl"), store="runs/ecg")
-        >>> result.metrics["accuracy"]
+        >>> from medbatch import get_task
+        >>> from medbatch.datasets.sample import load_ecg_sample
+        >>> dataset, runner = load_ecg_sample()  # 16 records and recorded answers
+        >>> result = classify(dataset, get_task("ecg"), runner)
+        >>> len(result.predictions), result.metrics["coverage"], result.metrics["accuracy"]
+        (16, 0.8125, 0.625)
     """
     constraint: LabelConstraint | None = None
     if constrained:

@@ -13,8 +13,10 @@ secrets are redacted; record metadata is never dumped (it may hold identifiers),
 image path used for a thumbnail.
 
 Example:
-    >>> from medbatch.report import write_report
-    >>> path = write_report("runs/ecg")        # runs/ecg/report.html
+    ```python
+    from medbatch.report import write_report
+    path = write_report("runs/ecg")        # runs/ecg/report.html
+    ```
 """
 
 from __future__ import annotations

@@ -147,7 +147,9 @@ def test_parquet_is_read_only_while_fresh(images: Path, tmp_path: Path) -> None:
     # One more line in the JSONL (another process resumed and was killed): stale cache.
     latest = RunStore(run).latest()
     first_id = next(iter(latest))
-    changed = latest[first_id].model_copy(update={"label": None, "status": AnswerStatus.UNPARSEABLE})
+    changed = latest[first_id].model_copy(
+        update={"label": None, "status": AnswerStatus.UNPARSEABLE}
+    )
     with RunStore(run) as store:
         store.append([changed])
     frame = load_predictions(run)
@@ -156,9 +158,7 @@ def test_parquet_is_read_only_while_fresh(images: Path, tmp_path: Path) -> None:
     assert len(frame) == 10
 
 
-def test_run_directory_without_manifest_stamp_reads_the_jsonl(
-    images: Path, tmp_path: Path
-) -> None:
+def test_run_directory_without_manifest_stamp_reads_the_jsonl(images: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     classify(_dataset(images), TASK, FunctionRunner(_oracle), store=run)
     manifest = json.loads((run / "manifest.json").read_text())
@@ -238,7 +238,7 @@ def test_another_model_is_refused_then_reruns_when_added(images: Path, tmp_path:
     run = tmp_path / "run"
     classify(_dataset(images), TASK, FunctionRunner(_oracle, model_id="model-a"), store=run)
     other = FunctionRunner(_oracle, model_id="model-b")
-    with pytest.raises(RunStoreError, match="model 'model-a' → 'model-b'.*--add-to-run"):
+    with pytest.raises(RunStoreError, match=r"model 'model-a' → 'model-b'.*--add-to-run"):
         classify(_dataset(images), TASK, other, store=run)
     assert other.requests_seen == []
     lines = RunStore(run).predictions_path.read_text().count("\n")
@@ -259,7 +259,7 @@ def test_changed_params_are_refused_then_rerun_when_added(images: Path, tmp_path
     classify(_dataset(images), TASK, FunctionRunner(_oracle), store=run)
     hotter = GenerationParams(max_tokens=TASK.params.max_tokens, temperature=0.7)
     runner = FunctionRunner(_oracle)
-    with pytest.raises(RunStoreError, match="generation params temperature 0.0 → 0.7"):
+    with pytest.raises(RunStoreError, match=r"generation params temperature 0\.0 → 0\.7"):
         classify(_dataset(images), TASK, runner, store=run, params=hotter)
     classify(_dataset(images), TASK, runner, store=run, params=hotter, add_to_run=True)
     assert len(runner.requests_seen) == 10
@@ -270,7 +270,7 @@ def test_another_dataset_folder_is_refused(images: Path, tmp_path: Path) -> None
     classify(_dataset(images), TASK, FunctionRunner(_oracle), store=run)
     elsewhere = tmp_path / "other-images"
     _write_images(elsewhere, 4)
-    with pytest.raises(RunStoreError, match="dataset .*images' → .*other-images'"):
+    with pytest.raises(RunStoreError, match=r"dataset .*images' → .*other-images'"):
         classify(_dataset(elsewhere), TASK, FunctionRunner(_oracle), store=run)
 
 

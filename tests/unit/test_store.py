@@ -102,4 +102,5 @@ def test_append_fsyncs_the_predictions_file_after_writing(
         path = store.predictions_path
     inode, size = os.stat(path).st_ino, os.stat(path).st_size
     assert synced == [(inode, size)]
-    assert size == len(path.read_bytes()) and path.read_text().count("\n") == 2
+    assert size == len(path.read_bytes())
+    assert path.read_text().count("\n") == 2

@@ -276,16 +276,7 @@ def validate_dataset(
             )
     if duplicates and checked:
         issues.extend(_duplicate_issues(checked, near=near_duplicates))
-    if total == 0:
-        issues.append(
-            ValidationIssue(
-                record_id=EMPTY_DATASET,
-                kind="no_records",
-                severity="error",
-                message="the dataset has no records: check the path, the label map and the "
-                "extensions (images sit in one sub-folder per class)",
-            )
-        )
+    issues.extend(_dataset_issues(total))
 
     issues.sort(key=lambda issue: _ORDER[issue.severity])
     return ValidationReport(
@@ -298,6 +289,21 @@ def validate_dataset(
         min_size=min(sizes, key=lambda s: s[0] * s[1]) if sizes else None,
         max_size=max(sizes, key=lambda s: s[0] * s[1]) if sizes else None,
     )
+
+
+def _dataset_issues(total: int) -> list[ValidationIssue]:
+    # `medbatch run` refuses a dataset without records, so validate must fail it too.
+    if total:
+        return []
+    return [
+        ValidationIssue(
+            record_id=EMPTY_DATASET,
+            kind="no_records",
+            severity="error",
+            message="the dataset has no records: check the path, the label map and the "
+            "extensions (images sit in one sub-folder per class)",
+        )
+    ]
 
 
 def _unlabelled_ids(records: Iterable[Record]) -> list[str]:

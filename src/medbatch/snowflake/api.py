@@ -172,8 +172,10 @@ def build_run_batch_kwargs(
     """The keyword arguments of one `mv.run_batch(**kwargs)` call.
 
     Example:
-        >>> kwargs = build_run_batch_kwargs("1.x", df, JobOptions("POOL", "@S/out/"), specs)
-        >>> job = mv.run_batch(**kwargs)
+        ```python
+        kwargs = build_run_batch_kwargs("1.x", df, JobOptions("POOL", "@S/out/"), specs)
+        job = mv.run_batch(**kwargs)
+        ```
     """
     mode = specs.SaveMode.OVERWRITE if options.overwrite else specs.SaveMode.ERROR
     output_spec = specs.OutputSpec(stage_location=options.output_location, mode=mode)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ast
 import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +198,7 @@ class TestManifestDatasetContract(DatasetContract):
 
 class TestDicomDatasetContract(DatasetContract):
     @pytest.fixture
-    def dataset(self, tmp_path: Path) -> Iterator[Dataset]:
+    def dataset(self, tmp_path: Path) -> Dataset:
         pytest.importorskip("pydicom", reason="the dicom extra is not installed")
         import numpy as np
         from pydicom.dataset import Dataset as DicomFile
@@ -227,7 +227,7 @@ class TestDicomDatasetContract(DatasetContract):
                 ds.PixelData = pixels.tobytes()
                 (tmp_path / folder).mkdir(exist_ok=True)
                 ds.save_as(tmp_path / folder / f"{i}.dcm", enforce_file_format=True)
-        yield DicomDataset(
+        return DicomDataset(
             tmp_path, label_map={"normal": "NORMAL", "post_mi": "POST_MI"}, labels=LABELS
         )
 
