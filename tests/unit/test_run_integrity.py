@@ -343,3 +343,55 @@ def test_retry_failed_keeps_errors_that_are_not_retryable(images: Path, tmp_path
         "img001.png",
     ]
     assert int(result.metrics["status_counts"].get("error", 0)) == 0
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def _cli_config(tmp_path: Path, images: Path, model_id: str) -> Path:
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(
+        "".join(
+            json.dumps({"record_id": record.id, "text": ANSWER[record.label or "NORMAL"]}) + "\n"
+            for record in _dataset(images)
+        )
+    )
+    config = tmp_path / f"{model_id}.toml"
+    config.write_text(
+        f'output_dir = "{tmp_path / "out"}"\n[task]\nname = "ecg"\n'
+        f'[dataset]\nkind = "folder"\nroot = "{images}"\n'
+        f'[runner]\nkind = "replay"\npath = "{answers}"\nmodel_id = "{model_id}"\n'
+    )
+    return config
+
+
+def test_cli_refuses_another_model_and_adds_with_the_flag(images: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from medbatch.cli import app
+
+    cli = CliRunner()
+    first = cli.invoke(app, ["run", str(_cli_config(tmp_path, images, "a")), "--no-progress"])
+    assert first.exit_code == 0, first.output
+    other = str(_cli_config(tmp_path, images, "b"))
+    refused = cli.invoke(app, ["run", other, "--no-progress"])
+    assert refused.exit_code == 1
+    message = " ".join(refused.output.split())
+    assert "model 'a' → 'b'" in message
+    assert "--add-to-run" in message
+    added = cli.invoke(app, ["run", other, "--no-progress", "--add-to-run"])
+    assert added.exit_code == 0, added.output
+    assert set(load_predictions(tmp_path / "out")["model_id"]) == {"b"}
+
+
+def test_cli_evaluate_warns_about_an_incomplete_run(images: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from medbatch.cli import app
+
+    run = tmp_path / "run"
+    with pytest.raises(Killed):
+        classify(_dataset(images), TASK, _killing_after(4), store=run)
+    out = CliRunner().invoke(app, ["evaluate", str(run), "--bootstrap", "0"])
+    assert out.exit_code == 0, out.output
+    assert "Incomplete run (status: failed): 4 of 10 records" in " ".join(out.output.split())
