@@ -358,8 +358,13 @@ class _RunLoop:
                 if previous.model_id == self.runner.model_id and previous.runner_state:
                     self.runner.restore(previous.runner_state)
         # M of "N of M records": what the directory holds once this call ends, so a run
-        # killed at any point can still say how much of it is missing.
-        self.manifest.expected_records = len(set(stored) | {record.id for record in self.dataset})
+        # killed at any point can still say how much of it is missing. Ids are unique
+        # (the Dataset contract), so a new directory needs only the length; reading the
+        # ids again costs a pass over the dataset only when there is something to join.
+        size = None if stored else _safe_len(self.dataset)
+        self.manifest.expected_records = (
+            size if size is not None else len(set(stored) | {r.id for r in self.dataset})
+        )
         self.store.write_manifest(self.manifest)
 
     def run_canary(self, size: int, thresholds: CanaryThresholds) -> None:
