@@ -457,11 +457,15 @@ class Evaluation(BaseModel):
             return None
         stored = self.n_stored if self.n_stored is not None else self.n
         expected = "?" if self.n_expected is None else str(self.n_expected)
-        return (
-            f"Incomplete run (status: {self.run_status or 'unknown'}): {stored} of {expected} "
-            f"records have an answer; these figures describe those {stored} only. Resume "
-            "the run to complete it."
-        )
+        head = f"Incomplete run (status: {self.run_status or 'unknown'}): {stored} of {expected} "
+        if self.n_expected is not None and stored >= self.n_expected:
+            detail = (
+                "records have an answer, but the last call stopped before it finished "
+                "(records it was re-running keep their latest stored answer)."
+            )
+        else:
+            detail = f"records have an answer; these figures describe those {stored} only."
+        return f"{head}{detail} Resume the run to complete it."
 
     def to_json(self, indent: int | None = 2) -> str:
         """The evaluation as JSON (no NaN: undefined values are null)."""
