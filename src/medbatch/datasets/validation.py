@@ -43,7 +43,7 @@ from medbatch.records import Record, RecordError
 if TYPE_CHECKING:
     from rich.table import Table
 
-__all__ = ["Severity", "ValidationIssue", "ValidationReport", "validate_dataset"]
+__all__ = ["EMPTY_DATASET", "Severity", "ValidationIssue", "ValidationReport", "validate_dataset"]
 
 Severity = Literal["error", "warning", "info"]
 EMPTY_DATASET = "(dataset)"
