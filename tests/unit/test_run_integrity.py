@@ -395,3 +395,27 @@ def test_cli_evaluate_warns_about_an_incomplete_run(images: Path, tmp_path: Path
     out = CliRunner().invoke(app, ["evaluate", str(run), "--bootstrap", "0"])
     assert out.exit_code == 0, out.output
     assert "Incomplete run (status: failed): 4 of 10 records" in " ".join(out.output.split())
+
+
+def test_cli_retry_all_failed_reruns_errors_that_are_not_retryable(
+    images: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from medbatch.cli import app
+
+    config = _cli_config(tmp_path, images, "a")
+    answers = tmp_path / "answers.jsonl"
+    recorded = answers.read_text()
+    answers.write_text("")  # no recording: every record is a missing_recording error
+    cli = CliRunner()
+    assert cli.invoke(app, ["run", str(config), "--no-progress"]).exit_code == 1
+    answers.write_text(recorded)
+    kept = cli.invoke(app, ["run", str(config), "--no-progress", "--retry-failed"])
+    assert kept.exit_code == 1  # not retryable: kept, still all errors
+    manifest = RunStore(tmp_path / "out").read_manifest()
+    assert manifest is not None
+    assert manifest.counts["kept_not_retryable"] == 10
+    rerun = cli.invoke(app, ["run", str(config), "--no-progress", "--retry-all-failed"])
+    assert rerun.exit_code == 0, rerun.output
+    assert set(load_predictions(tmp_path / "out")["status"]) == {"parsed"}
