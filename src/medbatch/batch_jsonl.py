@@ -15,12 +15,14 @@ Failed lines (`error` set, or a status other than 200) become per-record `reques
 errors; records of the input that have no output line become `missing_response` errors.
 
 Example:
-    >>> requests = build_requests(dataset, task, constrained=True)
-    >>> export = write_batch_input(requests, "batch/in.jsonl", model="gpt-4.1-mini")
-    >>> # … run the batch, download batch/out.jsonl …
-    >>> responses = read_batch_output("batch/out.jsonl", input_paths=export.files)
-    >>> runner = ReplayRunner([*export.failures, *responses], model_id="gpt-4.1-mini")
-    >>> result = classify(dataset, task, runner, constrained=True)
+    ```python
+    requests = build_requests(dataset, task, constrained=True)
+    export = write_batch_input(requests, "batch/in.jsonl", model="gpt-4.1-mini")
+    # … run the batch, download batch/out.jsonl …
+    responses = read_batch_output("batch/out.jsonl", input_paths=export.files)
+    runner = ReplayRunner([*export.failures, *responses], model_id="gpt-4.1-mini")
+    result = classify(dataset, task, runner, constrained=True)
+    ```
 """
 
 from __future__ import annotations

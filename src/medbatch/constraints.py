@@ -191,10 +191,12 @@ class LabelTrie:
     are allowed too, so generation can stop after any label but never inside one.
 
     Example:
-        >>> trie = LabelTrie.from_tokenizer(tokenizer, ["NORMAL", "POST_MI"], eos_token_id=2)
-        >>> model.generate(**inputs, max_new_tokens=trie.max_length + 1,
-        ...                prefix_allowed_tokens_fn=trie.prefix_allowed_tokens_fn(
-        ...                    inputs["input_ids"].shape[1]))
+        ```python
+        trie = LabelTrie.from_tokenizer(tokenizer, ["NORMAL", "POST_MI"], eos_token_id=2)
+        model.generate(**inputs, max_new_tokens=trie.max_length + 1,
+                       prefix_allowed_tokens_fn=trie.prefix_allowed_tokens_fn(
+                           inputs["input_ids"].shape[1]))
+        ```
     """
 
     def __init__(

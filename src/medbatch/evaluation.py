@@ -32,10 +32,12 @@ Conventions, chosen so that a number can never look better than the run was:
   once, so a copied image cannot narrow an interval it should not.
 
 Example:
-    >>> from medbatch.evaluation import evaluate
-    >>> result = evaluate("runs/ecg", n_bootstrap=1000, seed=0)
-    >>> acc = result.headline["accuracy"]
-    >>> print(f"accuracy {acc.value:.2f} (95% CI {acc.low:.2f}-{acc.high:.2f}, n={acc.n})")
+    ```python
+    from medbatch.evaluation import evaluate
+    result = evaluate("runs/ecg", n_bootstrap=1000, seed=0)
+    acc = result.headline["accuracy"]
+    print(f"accuracy {acc.value:.2f} (95% CI {acc.low:.2f}-{acc.high:.2f}, n={acc.n})")
+    ```
 """
 
 from __future__ import annotations
@@ -406,6 +408,11 @@ class Evaluation(BaseModel):
         n_bootstrap: Bootstrap resamples behind each interval (0: no intervals).
         seed: Seed of the resampling.
         notes: Plain-language caveats (few records, copies, labels outside the set, ...).
+        run_status: The run directory's manifest status (`completed`, `running`,
+            `interrupted`, ...); None for a DataFrame.
+        n_stored: Records with a stored answer in the run directory (before dedupe).
+        n_expected: Records the run directory should hold when complete (the manifest's
+            `expected_records`); None when unknown.
     """
 
     model_config = _MODEL
@@ -429,6 +436,36 @@ class Evaluation(BaseModel):
     seed: int
     ci_method: str = "95% percentile bootstrap over records"
     notes: tuple[str, ...] = ()
+    run_status: str | None = None
+    n_stored: int | None = None
+    n_expected: int | None = None
+
+    @property
+    def incomplete(self) -> bool:
+        """True for a run directory whose run did not finish or lacks records."""
+        if self.run_status is not None and self.run_status != "completed":
+            return True
+        return (
+            self.n_expected is not None
+            and self.n_stored is not None
+            and self.n_stored < self.n_expected
+        )
+
+    def completeness(self) -> str | None:
+        """One line for an incomplete run ("N of M records"), None when complete."""
+        if not self.incomplete:
+            return None
+        stored = self.n_stored if self.n_stored is not None else self.n
+        expected = "?" if self.n_expected is None else str(self.n_expected)
+        head = f"Incomplete run (status: {self.run_status or 'unknown'}): {stored} of {expected} "
+        if self.n_expected is not None and stored >= self.n_expected:
+            detail = (
+                "records have an answer, but the last call stopped before it finished "
+                "(records it was re-running keep their latest stored answer)."
+            )
+        else:
+            detail = f"records have an answer; these figures describe those {stored} only."
+        return f"{head}{detail} Resume the run to complete it."
 
     def to_json(self, indent: int | None = 2) -> str:
         """The evaluation as JSON (no NaN: undefined values are null)."""
@@ -586,9 +623,16 @@ def evaluate(
         ValueError: `negative_label` is not one of the labels, or `n_bootstrap` < 0.
 
     Example:
-        >>> ev = evaluate(result.predictions, negative_label="NORMAL", seed=1)
-        >>> ev.headline["balanced_accuracy"].format()
-        '0.625 (0.438–0.812)'
+        >>> import pandas as pd
+        >>> frame = pd.DataFrame({
+        ...     "record_id": ["a", "b", "c", "d"],
+        ...     "truth": ["NORMAL", "NORMAL", "POST_MI", "POST_MI"],
+        ...     "label": ["NORMAL", "POST_MI", "POST_MI", None],
+        ...     "status": ["parsed", "parsed", "parsed", "unparseable"],
+        ... })
+        >>> ev = evaluate(frame, negative_label="NORMAL", seed=1)
+        >>> ev.n, ev.headline["accuracy"].value, ev.headline["coverage"].value
+        (4, 0.5, 0.75)
     """
     if n_bootstrap < 0:
         raise ValueError("n_bootstrap must be >= 0")
@@ -669,6 +713,9 @@ def evaluate(
         n_bootstrap=n_bootstrap if len(truth_rows.truth) else 0,
         seed=seed,
         notes=tuple(notes),
+        run_status=manifest.status if manifest is not None else None,
+        n_stored=len(frame) if manifest is not None else None,
+        n_expected=manifest.expected_records if manifest is not None else None,
     )
 
 
@@ -1203,8 +1250,10 @@ def compare(
         ValueError: The runs share no record, or give one record different ground truths.
 
     Example:
-        >>> result = compare("runs/cot", "runs/direct")
-        >>> print(result.difference.format(), result.mcnemar_p)
+        ```python
+        result = compare("runs/cot", "runs/direct")
+        print(result.difference.format(), result.mcnemar_p)
+        ```
     """
     frame_a, manifest_a = _load(run_a)
     frame_b, manifest_b = _load(run_b)

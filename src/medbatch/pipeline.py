@@ -29,7 +29,7 @@ from medbatch.canary import (
     probe_image_seen,
 )
 from medbatch.datasets.base import Dataset, SubsetDataset
-from medbatch.errors import ImageLoadError
+from medbatch.errors import ImageLoadError, RunStoreError
 from medbatch.evaluation import summarize
 from medbatch.parsing.interpret import interpret_response
 from medbatch.profiles import ModelProfile, profile_for
@@ -72,7 +72,8 @@ class RunResult:
         metrics: Headline figures (accuracy, coverage, counts per status).
         manifest: What ran.
         run_dir: Where results are stored, when a store was used.
-        skipped: Records answered by an earlier run and reused (resume).
+        skipped: Records answered by an earlier call and reused (resume), each counted once
+            (canary records answered in this call are not "reused").
     """
 
     predictions: pd.DataFrame
@@ -126,7 +127,8 @@ def classify(
     *,
     store: RunStore | str | Path | None = None,
     resume: bool = True,
-    retry_failed: bool = False,
+    retry_failed: bool | Literal["all"] = False,
+    add_to_run: bool = False,
     limit: int | None = None,
     params: GenerationParams | None = None,
     constrained: bool | LabelConstraint = False,
@@ -150,7 +152,15 @@ def classify(
         resume: Reuse predictions already in `store` whose image, prompt, model and
             parameters match; only the rest is run.
         retry_failed: With `resume`, run again the records whose stored answer is an error
-            (failed request, unreadable image); answered records are kept.
+            that may succeed on a new try (`RecordError.retryable`: a failed request, a
+            lost job); answered records are kept, and so are errors marked not retryable
+            (an image the server refused as too large). `"all"` runs every stored error
+            again.
+        add_to_run: Write to a `store` that already holds a run of another task, model,
+            prompt, generation parameters or dataset folder. Without it that is refused
+            (`RunStoreError`) so two runs are never mixed silently; with it the newest
+            answer of each record wins and the earlier configuration is kept in the
+            manifest's `history`.
         limit: Only the first `limit` records.
         params: Generation parameters; the task's defaults when None.
         constrained: Constrain answers to the task's labels (True for `choice` mode, or a
@@ -175,13 +185,17 @@ def classify(
         ground truth, plus headline metrics.
 
     Raises:
-        RunStoreError: The run directory cannot be written or is in use.
+        RunStoreError: The run directory cannot be written, is in use, or holds a run of
+            another configuration (see `add_to_run`).
         CanaryFailedError: The canary subset failed; nothing else was run.
 
     Example:
-        >>> result = classify(ImageFolderDataset("ecg/", task.folder_map), get_task("ecg"),
-        ...                   ReplayRunner("answers.jsonl"), store="runs/ecg")
-        >>> result.metrics["accuracy"]
+        >>> from medbatch import get_task
+        >>> from medbatch.datasets.sample import load_ecg_sample
+        >>> dataset, runner = load_ecg_sample()  # 16 records and recorded answers
+        >>> result = classify(dataset, get_task("ecg"), runner)
+        >>> len(result.predictions), result.metrics["coverage"], result.metrics["accuracy"]
+        (16, 0.8125, 0.625)
     """
     constraint: LabelConstraint | None = None
     if constrained:
@@ -203,7 +217,7 @@ def classify(
         profile=profile,
         reprompt=reprompt,
     )
-    loop.prepare(resume=resume, manifest_extra=manifest_extra or {})
+    loop.prepare(resume=resume, add_to_run=add_to_run, manifest_extra=manifest_extra or {})
     show = progress if progress is not None else sys.stderr.isatty()
     canary_size = _canary_size(canary, runner, dataset)
     try:
@@ -250,7 +264,7 @@ class _RunLoop:
         store: RunStore | None,
         params: GenerationParams,
         constraint: LabelConstraint | None,
-        retry_failed: bool,
+        retry_failed: bool | Literal["all"],
         on_prediction: Callable[[Prediction], None] | None,
         profile: ModelProfile,
         reprompt: bool = False,
@@ -271,7 +285,10 @@ class _RunLoop:
         self.pending: dict[str, _Pending] = {}
         self.requests_by_id: dict[str, InferenceRequest] = {}
         self.record_order: list[str] = []
-        self.skipped = 0
+        # Distinct records reused from an earlier call: a set, because the canary pass and
+        # the main pass both meet the canary records.
+        self.reused_ids: set[str] = set()
+        self.kept_errors: set[str] = set()  # stored errors not retried: not retryable
         self.ignored_constraints = 0
         self.text_only_tokens: int | None = None
         self.stop_status: str | None = None  # why the run stopped early, when it did
@@ -299,21 +316,55 @@ class _RunLoop:
 
     # -- steps -----------------------------------------------------------------------------
 
-    def prepare(self, *, resume: bool, manifest_extra: dict[str, Any]) -> None:
-        """Open the store, load what an earlier run answered, write the manifest."""
+    def prepare(
+        self, *, resume: bool, add_to_run: bool = False, manifest_extra: dict[str, Any]
+    ) -> None:
+        """Open the store, refuse a different run, load what was answered, write the manifest.
+
+        Raises:
+            RunStoreError: The store holds a run of another configuration and `add_to_run`
+                is false.
+        """
         for key, value in manifest_extra.items():
             setattr(self.manifest, key, value)
         self.manifest.dataset["fingerprint"] = self.dataset.fingerprint()
+        source = _dataset_source(self.dataset)
+        if source is not None:
+            self.manifest.dataset["source"] = source
         if self.store is None:
             return
         self.store.open()
-        previous = self.store.read_manifest()
+        try:
+            previous = self.store.read_manifest()
+            differences = _config_differences(previous, self.manifest) if previous else []
+            if differences and not add_to_run:
+                raise RunStoreError(
+                    f"{self.store.path} holds another run ({'; '.join(differences)}): give a "
+                    "new output directory to start a new run, or add_to_run=True "
+                    "(--add-to-run) to add this one to it"
+                )
+        except BaseException:
+            self.store.close()
+            raise
+        stored = self.store.latest()
+        if previous is not None:
+            self.manifest.history = list(previous.history)
+            if differences:
+                self.manifest.history.append(_config_summary(previous))
         if resume:
-            self.done = self.store.latest()
+            self.done = stored
             if previous is not None:
                 self.manifest.started_at = previous.started_at
                 if previous.model_id == self.runner.model_id and previous.runner_state:
                     self.runner.restore(previous.runner_state)
+        # M of "N of M records": what the directory holds once this call ends, so a run
+        # killed at any point can still say how much of it is missing. Ids are unique
+        # (the Dataset contract), so a new directory needs only the length; reading the
+        # ids again costs a pass over the dataset only when there is something to join.
+        size = None if stored else _safe_len(self.dataset)
+        self.manifest.expected_records = (
+            size if size is not None else len(set(stored) | {r.id for r in self.dataset})
+        )
         self.store.write_manifest(self.manifest)
 
     def run_canary(self, size: int, thresholds: CanaryThresholds) -> None:
@@ -433,13 +484,24 @@ class _RunLoop:
         self.manifest.counts = {
             "records": len(self.record_order),
             "answered_now": len(self.collector.by_id),
-            "reused": self.skipped,
+            "reused": len(self.reused_ids),
+            "kept_not_retryable": len(self.kept_errors),
             "constraint_ignored": self.ignored_constraints,
             **{f"status_{key}": int(value) for key, value in Counter(frame["status"]).items()},
         }
+        if self.kept_errors:
+            logger.warning(
+                "kept %d stored errors marked not retryable (e.g. %s); "
+                "retry_failed='all' (--retry-all-failed) runs them again",
+                len(self.kept_errors),
+                sorted(self.kept_errors)[0],
+            )
         if self.store is not None:
             try:
-                self.store.write_table(frame)
+                # The table holds every record of the directory (not only this call's), so
+                # a resume on a subset never shrinks what `evaluate(run_dir)` reads.
+                self.manifest.table = self.store.write_table()
+                self.manifest.counts["stored"] = int(self.manifest.table["rows"])
                 self.store.write_manifest(self.manifest)
             finally:
                 self.store.close()
@@ -448,7 +510,7 @@ class _RunLoop:
             metrics=summarize(frame),
             manifest=self.manifest,
             run_dir=self.store.path if self.store is not None else None,
-            skipped=self.skipped,
+            skipped=len(self.reused_ids),
             constraint_ignored=self.ignored_constraints,
         )
 
@@ -468,7 +530,13 @@ class _RunLoop:
         key = ResumeKey(sha256, self.prompt_fp, self.runner.model_id, self.params_fp)
         if ResumeKey.of(previous) != key:
             return False
-        return not (self.retry_failed and previous.is_error)
+        if not (self.retry_failed and previous.is_error):
+            return True
+        # None: a line written before `retryable` was stored; assume a new try may help.
+        if self.retry_failed == "all" or previous.retryable is not False:
+            return False
+        self.kept_errors.add(record.id)
+        return True
 
     def _stream(
         self, dataset: Dataset, *, record_order: list[str], keep_requests: bool = False
@@ -498,7 +566,8 @@ class _RunLoop:
                 self.advance()
                 continue
             if self._is_done(record, sha256):
-                self.skipped += 1
+                if record.id not in self.collector.by_id:
+                    self.reused_ids.add(record.id)
                 self.advance()
                 continue
             self.pending[record.id] = _Pending(sha256, record.label, dict(record.metadata))
@@ -560,6 +629,75 @@ class _RunLoop:
             created_at=_now(),
             metadata=metadata,
         )
+
+
+_COMPARED = (
+    ("task", "task"),
+    ("model_id", "model"),
+    ("prompt_fingerprint", "prompt"),
+    ("params_fingerprint", "generation params"),
+    ("constrained", "constrained decoding"),
+)
+
+
+def _config_differences(previous: RunManifest, current: RunManifest) -> list[str]:
+    """What makes `current` another run than the one stored (empty when it is the same)."""
+    differences = []
+    for attribute, name in _COMPARED:
+        old, new = getattr(previous, attribute), getattr(current, attribute)
+        if old == new:
+            continue
+        if attribute == "prompt_fingerprint":
+            old = f"{previous.prompt_version} {old}"
+            new = f"{current.prompt_version} {new}"
+        elif attribute == "params_fingerprint":
+            changed = sorted(
+                key
+                for key in set(previous.params) | set(current.params)
+                if previous.params.get(key) != current.params.get(key)
+            )
+            if changed:
+                differences.append(
+                    "generation params "
+                    + ", ".join(
+                        f"{key} {previous.params.get(key)!r} → {current.params.get(key)!r}"
+                        for key in changed
+                    )
+                )
+                continue
+        differences.append(f"{name} {old!r} → {new!r}")
+    old_source = previous.dataset.get("source")
+    new_source = current.dataset.get("source")
+    # Only a different folder is another dataset: a limit, a sample or added images of the
+    # same folder are the same run, extended or resumed on a part.
+    if old_source and new_source and old_source != new_source:
+        differences.append(f"dataset {old_source!r} → {new_source!r}")
+    return differences
+
+
+def _config_summary(manifest: RunManifest) -> dict[str, Any]:
+    return {
+        "task": manifest.task,
+        "model_id": manifest.model_id,
+        "prompt_version": manifest.prompt_version,
+        "prompt_fingerprint": manifest.prompt_fingerprint,
+        "params_fingerprint": manifest.params_fingerprint,
+        "constrained": manifest.constrained,
+        "dataset": manifest.dataset,
+        "started_at": manifest.started_at,
+        "status": manifest.status,
+    }
+
+
+def _dataset_source(dataset: Dataset) -> str | None:
+    """The folder (or file) a dataset reads, when it has one: what makes it "the same"."""
+    while isinstance(dataset, SubsetDataset):
+        dataset = dataset.base
+    for attribute in ("root", "path", "source"):
+        value = getattr(dataset, attribute, None)
+        if isinstance(value, (str, Path)) and str(value):
+            return str(Path(value).expanduser().resolve())
+    return None
 
 
 def _safe_len(dataset: Dataset) -> int | None:

@@ -13,8 +13,10 @@ secrets are redacted; record metadata is never dumped (it may hold identifiers),
 image path used for a thumbnail.
 
 Example:
-    >>> from medbatch.report import write_report
-    >>> path = write_report("runs/ecg")        # runs/ecg/report.html
+    ```python
+    from medbatch.report import write_report
+    path = write_report("runs/ecg")        # runs/ecg/report.html
+    ```
 """
 
 from __future__ import annotations
@@ -574,6 +576,9 @@ class _Page:
                 '<code>TransformersRunner("google/medgemma-4b-it")</code>) for real numbers.'
                 "</div>"
             )
+        completeness = ev.completeness()
+        if completeness is not None:
+            parts.append(f'<div class="notice random incomplete">{_e(completeness)}</div>')
         for note in ev.notes:
             parts.append(f'<div class="notice info">{_e(note)}</div>')
         return "\n".join(parts)

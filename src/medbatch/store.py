@@ -5,7 +5,8 @@ runs/ecg-2026-11-25/
 ├── manifest.json         what ran: task, prompt fingerprint, model, params, dataset,
 │                         versions, times, counts, runner state (replaced atomically)
 ├── predictions.jsonl     one Prediction per line, appended and fsync'ed as answers arrive
-├── predictions.parquet   the final table, one row per record (written when a run ends)
+├── predictions.parquet   a cache of the table: the latest line of every record in the
+│                         JSONL, written when a run ends (stale once the JSONL grows)
 └── .lock                 held while a run writes here
 ```
 
@@ -13,6 +14,11 @@ Exactly-once: a prediction is durable once its line is complete in `predictions.
 crash can leave at most a torn last line; it is detected and dropped on the next open, and
 that record is simply run again. When a record has several lines (a retried failure, a
 re-run), the last one for the current resume key wins.
+
+The JSONL is the truth. `load_predictions` reads the parquet only when the manifest's
+`table` stamp says it was built from the JSONL as it is now (same size); otherwise it
+rebuilds the table from the JSONL, so a run killed at any point, or resumed on a subset,
+is read as the latest answer of every record it holds.
 """
 
 from __future__ import annotations
@@ -102,6 +108,19 @@ class RunManifest(BaseModel):
     counts: dict[str, int] = Field(default_factory=dict)
     runner_state: dict[str, Any] = Field(default_factory=dict)
     canary: dict[str, Any] | None = None
+    expected_records: int | None = Field(
+        default=None,
+        description="Distinct records this run directory should hold once every call that "
+        "wrote to it has finished (the M of 'N of M records'); None when unknown.",
+    )
+    table: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Stamp of predictions.parquet: the JSONL size it was built from.",
+    )
+    history: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Earlier configurations added to this run directory (add_to_run).",
+    )
 
 
 class RunStore:
@@ -287,8 +306,27 @@ class RunStore:
             rows = [prediction.to_row() for prediction in latest.values()]
         return predictions_to_frame(rows)
 
-    def write_table(self, frame: pd.DataFrame) -> Path:
-        """Write the final predictions table as parquet (atomically)."""
+    def jsonl_size(self) -> int:
+        """Bytes in `predictions.jsonl` (0 when absent): the freshness stamp of the table."""
+        try:
+            return self.predictions_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def write_table(self, frame: pd.DataFrame | None = None) -> dict[str, Any]:
+        """Write the predictions table cache as parquet (atomically).
+
+        Args:
+            frame: The table; by default the latest line of every record in the JSONL,
+                which is what `load_predictions` must read back.
+
+        Returns:
+            The stamp to store as the manifest's `table`: the parquet is fresh while the
+            JSONL still has `jsonl_bytes` bytes.
+        """
+        stamp_size = self.jsonl_size()
+        if frame is None:
+            frame = self.predictions_frame()
         target = self.path / PREDICTIONS_TABLE
         tmp = self.path / f".{PREDICTIONS_TABLE}.tmp"
         try:
@@ -297,7 +335,7 @@ class RunStore:
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise RunStoreError(f"cannot write {target}: {exc}") from exc
-        return target
+        return {"file": PREDICTIONS_TABLE, "jsonl_bytes": stamp_size, "rows": len(frame)}
 
 
 def _json_line(prediction: Prediction) -> str:
@@ -329,23 +367,39 @@ def predictions_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def load_predictions(run_dir: str | Path) -> pd.DataFrame:
-    """The predictions of a finished or interrupted run directory.
+    """The latest prediction of every record stored in a run directory.
 
-    Prefers `predictions.parquet`; falls back to the JSONL of an interrupted run.
+    The JSONL is the truth: the parquet cache is read only while the manifest's `table`
+    stamp matches the JSONL's current size, so an interrupted, resumed or extended run is
+    never read from an older table. A directory holding only a parquet file (copied
+    without its JSONL) is read from the parquet.
 
     Raises:
         RunStoreError: `run_dir` holds no predictions.
     """
     run_dir = Path(run_dir)
     table = run_dir / PREDICTIONS_TABLE
-    if table.exists():
-        return pd.read_parquet(table)
     store = RunStore(run_dir)
     if not store.predictions_path.exists():
+        if table.exists():
+            return pd.read_parquet(table)
         raise RunStoreError(
             f"{run_dir} is not a medbatch run directory (no {PREDICTIONS_TABLE} or {PREDICTIONS})"
         )
+    if table.exists() and _table_is_fresh(store):
+        return pd.read_parquet(table)
     return store.predictions_frame()
+
+
+def _table_is_fresh(store: RunStore) -> bool:
+    try:
+        manifest = store.read_manifest()
+    except RunStoreError:
+        return False
+    if manifest is None:
+        return False
+    stamp = manifest.table.get("jsonl_bytes")
+    return isinstance(stamp, int) and stamp == store.jsonl_size()
 
 
 def decode_json_column(value: Any) -> Any:

@@ -6,6 +6,7 @@ import io
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -21,9 +22,16 @@ from medbatch import (
     classify,
     get_task,
 )
-from medbatch.canary import CanaryFailedError, ImageNotSeenError, text_only_twin
+from medbatch.canary import (
+    CanaryFailedError,
+    CanaryThresholds,
+    ImageNotSeenError,
+    evaluate_canary,
+    text_only_twin,
+)
 from medbatch.errors import ConfigError
 from medbatch.profiles import GEMMA3, GENERIC, profile_for
+from medbatch.store import decode_json_column
 from medbatch.testing import FunctionRunner
 
 TASK = get_task("ecg")
@@ -221,3 +229,79 @@ def test_canary_report_is_shown(tmp_path: Path) -> None:
     assert canary is not None
     assert canary["n"] == 8
     assert canary["failures"] == []
+
+
+# -- thresholds and flags that must be able to fail (issue 15) -----------------------------
+
+
+def _canary_frame(statuses: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "status": statuses,
+            "method": ["final-heading"] * len(statuses),
+            "error_message": ["HTTP 503" if s == "error" else None for s in statuses],
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("errors", "passed"),
+    [(2, True), (3, False)],  # 2 of 8 is 25%: at the threshold, allowed; 3 of 8 is not
+)
+def test_canary_error_rate_threshold(errors: int, passed: bool) -> None:
+    statuses = ["error"] * errors + ["parsed"] * (8 - errors)
+    report = evaluate_canary(
+        _canary_frame(statuses), thresholds=CanaryThresholds(), constrained=False
+    )
+    assert report.error_rate == errors / 8
+    assert report.coverage >= 0.5  # only the error rate can fail it
+    assert report.passed is passed
+    if not passed:
+        assert report.failures == ["error rate 38% > 25% (e.g. HTTP 503)"]
+
+
+def test_failing_requests_stop_the_run_at_the_canary(tmp_path: Path) -> None:
+    failures = iter(range(3))
+
+    def fn(request: InferenceRequest) -> str | InferenceResponse:
+        if next(failures, None) is not None:  # the first 3 canary requests fail
+            return InferenceResponse.failure(request.record_id, "request_failed", "HTTP 503")
+        return "FINAL CLASSIFICATION: NORMAL"
+
+    runner = FunctionRunner(fn, capabilities=EXPENSIVE)
+    with pytest.raises(CanaryFailedError, match="error rate 38% > 25%"):
+        classify(_dataset(), TASK, runner, store=tmp_path / "run")
+    assert len(runner.requests_seen) == 8
+
+
+def test_rows_whose_image_was_dropped_are_flagged_and_counted(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from medbatch.cli import app
+    from medbatch.evaluation import evaluate
+    from medbatch.report import write_report
+
+    dropped = {f"r{i:03d}" for i in range(40, 45)}  # the server drops these images
+
+    def fn(request: InferenceRequest) -> InferenceResponse:
+        text_tokens = sum(len(m.text_content.split()) for m in request.messages)
+        image_tokens = 0 if request.record_id in dropped else 256 * len(request.images)
+        return InferenceResponse(
+            record_id=request.record_id,
+            text="FINAL CLASSIFICATION: NORMAL",
+            usage=Usage(prompt_tokens=text_tokens + image_tokens),
+        )
+
+    runner = FunctionRunner(fn, capabilities=EXPENSIVE, model_id="some-server-model")
+    result = classify(_dataset(), TASK, runner, store=tmp_path / "run")
+    flagged = {
+        row.record_id
+        for row in result.predictions.itertuples()
+        if (decode_json_column(row.metadata) or {}).get("image_not_seen")
+    }
+    assert flagged == dropped
+    assert evaluate(tmp_path / "run", n_bootstrap=0).guardrails.image_not_seen == 5
+    html = write_report(tmp_path / "run", n_bootstrap=0).read_text()
+    assert "<td>images not seen by the model</td><td>5</td>" in html
+    out = CliRunner().invoke(app, ["evaluate", str(tmp_path / "run"), "--bootstrap", "0"])
+    assert "images not seen by the model: 5" in out.output

@@ -18,6 +18,7 @@ from medbatch import (
     classify,
     get_task,
 )
+from medbatch.errors import RunStoreError
 from medbatch.store import RunStore, load_predictions
 from medbatch.testing import FunctionRunner
 
@@ -130,7 +131,11 @@ def test_resume_twice_changes_nothing(ecg_folder: Path, tmp_path: Path) -> None:
 def test_changing_the_prompt_reruns(ecg_folder: Path, tmp_path: Path) -> None:
     classify(_dataset(ecg_folder), TASK, FunctionRunner(_oracle), store=tmp_path / "r")
     runner = FunctionRunner(lambda r: "NORMAL")
-    classify(_dataset(ecg_folder), TASK.with_prompt("direct-v1"), runner, store=tmp_path / "r")
+    direct = TASK.with_prompt("direct-v1")
+    with pytest.raises(RunStoreError, match=r"prompt 'cot-v1 \w+' → 'direct-v1"):
+        classify(_dataset(ecg_folder), direct, runner, store=tmp_path / "r")
+    assert runner.requests_seen == []
+    classify(_dataset(ecg_folder), direct, runner, store=tmp_path / "r", add_to_run=True)
     assert len(runner.requests_seen) == 10
 
 

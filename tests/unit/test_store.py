@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,25 @@ def test_store_round_trips_any_prediction(
     with RunStore(path) as store:
         store.append([prediction])
     assert RunStore(path).latest()[record_id] == prediction
+
+
+def test_append_fsyncs_the_predictions_file_after_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[tuple[int, int]] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        # What is on disk for this descriptor when fsync is asked: the whole group.
+        synced.append((os.fstat(fd).st_ino, os.fstat(fd).st_size))
+        real_fsync(fd)
+
+    with RunStore(tmp_path / "run") as store:
+        monkeypatch.setattr(os, "fsync", spy)
+        store.append([_prediction("a"), _prediction("b")])
+        monkeypatch.setattr(os, "fsync", real_fsync)
+        path = store.predictions_path
+    inode, size = os.stat(path).st_ino, os.stat(path).st_size
+    assert synced == [(inode, size)]
+    assert size == len(path.read_bytes())
+    assert path.read_text().count("\n") == 2

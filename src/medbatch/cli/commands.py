@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -13,10 +13,11 @@ from medbatch.cli.app import app, console, err_console, handle_errors
 from medbatch.cli.display import metrics_table
 
 if TYPE_CHECKING:
+    from medbatch.config import RunConfig
     from medbatch.datasets.base import Dataset
     from medbatch.tasks.base import Task
 
-__all__: list[str] = []
+__all__ = ["run_dataset"]
 
 
 @app.command("tasks")
@@ -52,7 +53,20 @@ def run_command(
         True, "--resume/--no-resume", help="Reuse answers already in the run directory."
     ),
     retry_failed: bool = typer.Option(
-        False, "--retry-failed", help="With --resume, run failed records again."
+        False,
+        "--retry-failed",
+        help="With --resume, run again failed records that may succeed on a new try.",
+    ),
+    retry_all_failed: bool = typer.Option(
+        False,
+        "--retry-all-failed",
+        help="Like --retry-failed, and also errors marked not retryable (e.g. a 400).",
+    ),
+    add_to_run: bool = typer.Option(
+        False,
+        "--add-to-run",
+        help="Add to an output_dir that holds a run of another model, prompt, params or "
+        "dataset (refused otherwise).",
     ),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N records."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
@@ -78,19 +92,13 @@ def run_command(
 
     Example: medbatch run examples/skin_lesion_config.toml --per-class 25 --seed 1
     """
-    from medbatch.cli.sampling import sample_dataset
     from medbatch.config import load_config
     from medbatch.pipeline import classify
 
     run_config = load_config(config)
     task = run_config.build_task()
-    # Build unsampled, then dedupe before sampling, so N per class are N distinct images.
-    dataset = run_config.model_copy(update={"per_class": None}).build_dataset(task)
-    dataset, sampling = sample_dataset(
-        dataset,
-        per_class=per_class or run_config.per_class,
-        seed=run_config.seed if seed is None else seed,
-        keep_duplicates=keep_duplicates,
+    dataset, sampling = run_dataset(
+        run_config, task, per_class=per_class, seed=seed, keep_duplicates=keep_duplicates
     )
     _preflight(dataset, task, where=config)
     runner = run_config.build_runner()
@@ -100,7 +108,8 @@ def run_command(
         runner,
         store=run_config.output_dir,
         resume=resume,
-        retry_failed=retry_failed,
+        retry_failed="all" if retry_all_failed else retry_failed,
+        add_to_run=add_to_run,
         limit=limit or run_config.limit,
         params=run_config.params,
         constrained=run_config.constrained,
@@ -122,6 +131,45 @@ def run_command(
         )
         err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1)
+
+
+def run_dataset(
+    run_config: RunConfig,
+    task: Task,
+    *,
+    per_class: int | None = None,
+    seed: int | None = None,
+    keep_duplicates: bool = False,
+    limit: int | None = None,
+) -> tuple[Dataset, dict[str, Any]]:
+    """The records `medbatch run` would run, so `medbatch validate` checks the same ones.
+
+    Args:
+        run_config: The loaded config.
+        task: Its task.
+        per_class: Overrides the config's `per_class`.
+        seed: Overrides the config's `seed`.
+        keep_duplicates: Keep copies of the same image when sampling.
+        limit: Only the first N records (as `classify(limit=)` does); the config's `limit`
+            when None. `medbatch run` leaves this to `classify`.
+
+    Returns:
+        The dataset and the manifest's `sampling` facts.
+    """
+    from medbatch.cli.sampling import sample_dataset
+    from medbatch.datasets.base import SubsetDataset
+
+    # Build unsampled, then dedupe before sampling, so N per class are N distinct images.
+    dataset = run_config.model_copy(update={"per_class": None}).build_dataset(task)
+    dataset, sampling = sample_dataset(
+        dataset,
+        per_class=per_class or run_config.per_class,
+        seed=run_config.seed if seed is None else seed,
+        keep_duplicates=keep_duplicates,
+    )
+    if limit is not None:
+        dataset = SubsetDataset(dataset, limit)
+    return dataset, sampling
 
 
 def _preflight(dataset: Dataset, task: Task, *, where: Path) -> None:

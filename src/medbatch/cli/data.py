@@ -26,20 +26,38 @@ def validate_command(
     near_duplicates: bool = typer.Option(
         False, "--near-duplicates", help="Also look for re-encoded or resized copies."
     ),
+    limit: int | None = typer.Option(None, "--limit", help="Only the first N records."),
+    per_class: int | None = typer.Option(
+        None, "--per-class", min=1, help="N records per label, stratified (overrides config)."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the sample (overrides config)."),
+    keep_duplicates: bool = typer.Option(
+        False, "--keep-duplicates", help="Keep copies of the same image when sampling."
+    ),
 ) -> None:
     """Pre-flight a run: counts per class, bad files, duplicates, token estimate, job plan.
 
-    Nothing is uploaded or run. Exits with code 1 when a record would fail.
+    Checks the records `medbatch run` would run with the same options (limit, sample).
+    Nothing is uploaded or run. Exits with code 1 when a record would fail or there is
+    no record at all.
 
     Example: medbatch validate examples/skin_lesion_config.toml
     """
+    from medbatch.cli.commands import run_dataset
     from medbatch.config import load_config
     from medbatch.datasets.validation import validate_dataset
     from medbatch.profiles import profile_for
 
     run_config = load_config(config)
     task = run_config.build_task()
-    dataset = run_config.build_dataset(task)
+    dataset, _ = run_dataset(
+        run_config,
+        task,
+        per_class=per_class,
+        seed=seed,
+        keep_duplicates=keep_duplicates,
+        limit=limit or run_config.limit,
+    )
     report = validate_dataset(
         dataset, labels=task.labels, decode=decode, near_duplicates=near_duplicates
     )

@@ -114,6 +114,9 @@ def evaluate_command(
     if as_json:
         print_json(evaluation.to_dict())
         return
+    completeness = evaluation.completeness()
+    if completeness is not None:
+        console.print(f"[bold yellow]warning:[/] {escape(completeness)}", highlight=False)
     console.print(evaluation_table(evaluation, title=escape(f"Evaluation of {run_dir}")))
     console.print(status_line(evaluation), highlight=False)
     for note in evaluation.notes:

@@ -15,10 +15,12 @@ dedupe(ds, keep="first")       → Dataset with one record per content
 ```
 
 Example:
-    >>> report = find_duplicates(dataset)
-    >>> print(report.summary())
-    928 records, 491 distinct images: 437 copies in 120 groups, 3 label conflicts
-    >>> unique = dedupe(dataset)
+    ```python
+    report = find_duplicates(dataset)
+    print(report.summary())
+    # 928 records, 491 distinct images: 437 copies in 120 groups, 3 label conflicts
+    unique = dedupe(dataset)
+    ```
 """
 
 from __future__ import annotations

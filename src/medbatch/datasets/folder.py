@@ -12,6 +12,8 @@ root/
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
     from medbatch.tasks.base import Task
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataset"]
+
+logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
@@ -49,6 +53,12 @@ class ImageFolderDataset(Dataset):
 
     Record ids are the POSIX path relative to `root`, so they are stable across machines.
     Order is sorted by that id: deterministic.
+
+    Symbolic links are followed, folders included (a class folder linked to a share is
+    read). A broken link named like an image (missing target, or a loop) stays a record,
+    so it fails as that record's error instead of silently shrinking the dataset; a broken
+    link without a suffix (a class folder on an unmounted share) raises `DatasetError`.
+    A folder link that leads back into a folder already visited is skipped (a loop).
     """
 
     def __init__(
@@ -92,23 +102,49 @@ class ImageFolderDataset(Dataset):
 
     def _scan(self) -> list[Path]:
         if self._paths is None:
-            pattern = "**/*" if self.recursive else "*/*"
             found = [
                 path
-                for path in self.root.glob(pattern)
+                for path in self._walk()
                 if path.suffix.lower() in self.extensions
-                and path.is_file()
-                and not any(part.startswith(".") for part in path.relative_to(self.root).parts)
                 and (self.is_valid_file is None or self.is_valid_file(path))
             ]
-            if self.unlabelled:
-                found += [
-                    path
-                    for path in self.root.glob("*")
-                    if path.is_file() and path.suffix.lower() in self.extensions
-                ]
-            self._paths = sorted(set(found), key=lambda p: p.relative_to(self.root).as_posix())
+            self._paths = sorted(found, key=lambda p: p.relative_to(self.root).as_posix())
         return self._paths
+
+    def _walk(self) -> Iterator[Path]:
+        """Every file (or broken link) under root, links followed, hidden parts skipped."""
+        visited: set[tuple[int, int]] = set()
+        # `Path.glob("**")` neither follows folder links nor reports broken ones: a class
+        # folder linked to an unmounted share would vanish without a word.
+        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
+            here = Path(dirpath)
+            stat = here.stat()
+            if (stat.st_dev, stat.st_ino) in visited:
+                logger.warning("skipping %s: a folder link that loops back", here)
+                dirnames.clear()
+                continue
+            visited.add((stat.st_dev, stat.st_ino))
+            depth = len(here.relative_to(self.root).parts)
+            dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
+            if not self.recursive and depth >= 1:
+                dirnames.clear()
+            for name in sorted(filenames):
+                path = here / name
+                if name.startswith("."):
+                    continue
+                if path.is_file():
+                    yield path
+                elif path.is_symlink():
+                    yield from self._broken_link(path)
+
+    def _broken_link(self, path: Path) -> Iterator[Path]:
+        if path.suffix.lower() in self.extensions:
+            yield path  # a record that fails with its own error
+        elif not path.suffix:
+            raise DatasetError(
+                f"{path} is a broken symbolic link (to {os.readlink(path)}): if it is a class "
+                "folder on a share, mount the share; otherwise remove the link"
+            )
 
     def label_for(self, path: Path) -> str | bool | None:
         """The label of an image path; False when the image should be skipped."""
@@ -128,11 +164,16 @@ class ImageFolderDataset(Dataset):
             if label is False:
                 continue
             rel = path.relative_to(self.root).as_posix()
+            metadata = {"folder": path.parent.name}
+            if path.is_symlink() and not path.exists():
+                metadata["load_error"] = (
+                    f"broken symbolic link to {os.readlink(path)} (missing target or a loop)"
+                )
             yield Record(
                 id=rel,
                 image=ImageRef.from_path(path),
                 label=label if isinstance(label, str) else None,
-                metadata={"folder": path.parent.name},
+                metadata=metadata,
             )
 
     def __len__(self) -> int:

@@ -89,9 +89,11 @@ class KaggleDataset(Dataset):
         force_download: Ask kagglehub to download again even if cached.
 
     Example:
-        >>> ds = KaggleDataset()                       # evilspirit05/ecg-analysis, task "ecg"
-        >>> ds.class_counts()                          # downloads on first use
-        {'ABNORMAL_HEARTBEAT': 233, 'MYOCARDIAL_INFARCTION': 239, 'NORMAL': 284, 'POST_MI': 172}
+        ```python
+        ds = KaggleDataset()                       # evilspirit05/ecg-analysis, task "ecg"
+        ds.class_counts()                          # downloads on first use
+        # {'ABNORMAL_HEARTBEAT': 233, 'MYOCARDIAL_INFARCTION': 239, 'NORMAL': 284, 'POST_MI': 172}
+        ```
 
     Record ids are paths relative to the download root, e.g.
     `ecg_data_new_version/ecg data new version/normal_ecg_images/Normal(12).jpg`.

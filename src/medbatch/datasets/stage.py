@@ -38,9 +38,11 @@ class SnowflakeStageDataset(Dataset):
         unlabelled: Keep images outside every mapped folder (with `label=None`).
 
     Example:
-        >>> task = get_task("ecg")
-        >>> ds = SnowflakeStageDataset(session, "@DB.PUBLIC.ECG_STAGE/ecg",
-        ...                            folder_map=task.folder_map, labels=task.labels)
+        ```python
+        task = get_task("ecg")
+        ds = SnowflakeStageDataset(session, "@DB.PUBLIC.ECG_STAGE/ecg",
+                                   folder_map=task.folder_map, labels=task.labels)
+        ```
     """
 
     def __init__(

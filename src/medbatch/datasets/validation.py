@@ -3,21 +3,28 @@
 ```
 validate_dataset(ds) ─▶ ValidationReport
   per record   missing · empty · not_an_image · truncated · decompression_bomb   (error)
-               too_small · too_large · unknown_label · duplicate_id            (error)
+               unknown_label · duplicate_id                                    (error)
+               too_small · too_large                                           (warning)
                duplicate · label_conflict · missing_label                      (warning)
                CMYK / 16-bit / palette / alpha / EXIF-rotated → RGB             (info)
-  per dataset  records per label, distinct images, image sizes
+  per dataset  no records                                                      (error)
+               records per label, distinct images, image sizes
 ```
 
-Errors are records a run would fail on (they become that record's `RecordError`; the rest
-go on). Warnings are records a run handles but whose results may mislead (copies count twice
-in metrics; conflicting copies cannot all be right). Info is what loading silently fixes.
+Errors are exactly what a run fails on or refuses: the records that become a
+`RecordError(kind="image_error")` in `classify` (a broken link included), and the datasets
+`medbatch run` refuses (no records, labels outside the task). Warnings are records a run
+answers but whose results may mislead (a 1×1 image has nothing to see; a 20000×200 strip is
+shrunk to a sliver; copies count twice; conflicting copies cannot all be right). Info is
+what loading silently fixes.
 
 Example:
-    >>> report = validate_dataset(dataset)
-    >>> rich.print(report.to_table())
-    >>> report.ok
-    False
+    >>> from medbatch import ImageRef, ListDataset, Record
+    >>> report = validate_dataset(ListDataset([Record(id="a", image=ImageRef.from_bytes(b""))]))
+    >>> report.summary()
+    '1 records, 0 distinct images, 1 errors, 0 warnings'
+    >>> report.ok, report.errors[0].kind
+    (False, 'empty')
 """
 
 from __future__ import annotations
@@ -36,9 +43,11 @@ from medbatch.records import Record, RecordError
 if TYPE_CHECKING:
     from rich.table import Table
 
-__all__ = ["Severity", "ValidationIssue", "ValidationReport", "validate_dataset"]
+__all__ = ["EMPTY_DATASET", "Severity", "ValidationIssue", "ValidationReport", "validate_dataset"]
 
 Severity = Literal["error", "warning", "info"]
+EMPTY_DATASET = "(dataset)"
+"""The `record_id` of a dataset-level issue (no records at all)."""
 _ORDER: dict[str, int] = {"error": 0, "warning": 1, "info": 2}
 
 
@@ -195,8 +204,9 @@ def validate_dataset(
             Without it only headers are read.
         duplicates: Look for exact copies and label conflicts.
         near_duplicates: Also look for re-encoded/resized copies (decodes a thumbnail of each).
-        min_side: Images with a side below this many pixels are errors (nothing to see).
-        max_side: Images with a side above this are errors (a back-end would refuse them).
+        min_side: Images with a side below this many pixels are warnings (nothing to see).
+        max_side: Images with a side above this are warnings (shrunk to a sliver, or
+            refused by some servers).
 
     Returns:
         The report.
@@ -245,7 +255,9 @@ def validate_dataset(
             sizes.append((info.width, info.height))
             size_problem = _size_problem(info.width, info.height, min_side, max_side)
             if size_problem is not None:
-                add(record, size_problem[0], "error", size_problem[1])
+                # A warning, not an error: the run answers such an image (back-ends shrink
+                # large ones), and validate must not call an error what a run accepts.
+                add(record, size_problem[0], "warning", size_problem[1])
         for note in info.normalised:
             add(record, "normalised", "info", f"{note} on load")
         sha = record.image.sha256  # a second read of a file just read: from the page cache
@@ -264,6 +276,7 @@ def validate_dataset(
             )
     if duplicates and checked:
         issues.extend(_duplicate_issues(checked, near=near_duplicates))
+    issues.extend(_dataset_issues(total))
 
     issues.sort(key=lambda issue: _ORDER[issue.severity])
     return ValidationReport(
@@ -276,6 +289,21 @@ def validate_dataset(
         min_size=min(sizes, key=lambda s: s[0] * s[1]) if sizes else None,
         max_size=max(sizes, key=lambda s: s[0] * s[1]) if sizes else None,
     )
+
+
+def _dataset_issues(total: int) -> list[ValidationIssue]:
+    # `medbatch run` refuses a dataset without records, so validate must fail it too.
+    if total:
+        return []
+    return [
+        ValidationIssue(
+            record_id=EMPTY_DATASET,
+            kind="no_records",
+            severity="error",
+            message="the dataset has no records: check the path, the label map and the "
+            "extensions (images sit in one sub-folder per class)",
+        )
+    ]
 
 
 def _unlabelled_ids(records: Iterable[Record]) -> list[str]:

@@ -48,6 +48,9 @@ class LabelParser(ABC):
             The label (or None), the status, the method that decided and its evidence.
 
         Example:
+            >>> from medbatch.labels import LabelSet
+            >>> from medbatch.parsing.answer import FinalAnswerParser
+            >>> parser = FinalAnswerParser(LabelSet.from_names(["NORMAL", "POST_MI"]))
             >>> parser.parse("... FINAL CLASSIFICATION: **POST_MI**").label
             'POST_MI'
         """

@@ -48,9 +48,11 @@ Notes per server:
       (and flags answers outside the labels).
 
 Example:
-    >>> runner = OpenAICompatibleRunner(base_url="http://127.0.0.1:8000/v1",
-    ...     model="google/medgemma-4b-it", structured_outputs="vllm")
-    >>> result = classify(dataset, get_task("ecg"), runner, constrained=True)
+    ```python
+    runner = OpenAICompatibleRunner(base_url="http://127.0.0.1:8000/v1",
+        model="google/medgemma-4b-it", structured_outputs="vllm")
+    result = classify(dataset, get_task("ecg"), runner, constrained=True)
+    ```
 """
 
 from __future__ import annotations
@@ -269,9 +271,11 @@ class OpenAICompatibleRunner(BatchRunner):
         **settings: Fields of `OpenAICompatibleRunnerConfig`.
 
     Example:
-        >>> with OpenAITestServer(latency_s=0.05) as server:
-        ...     runner = OpenAICompatibleRunner(base_url=server.base_url, model="test")
-        ...     responses = list(runner.run(requests))
+        ```python
+        with OpenAITestServer(latency_s=0.05) as server:
+            runner = OpenAICompatibleRunner(base_url=server.base_url, model="test")
+            responses = list(runner.run(requests))
+        ```
     """
 
     name: ClassVar[str] = "openai"

@@ -186,10 +186,12 @@ class SnowflakeBatchRunner(BatchRunner):
         SnowflakeIdentifierError: A name is not a plain identifier (before any SQL runs).
 
     Example:
-        >>> runner = SnowflakeBatchRunner(database="MEDGEMMA_DEMO", model="MEDGEMMA_4B_IT",
-        ...     version="V1", compute_pool="MEDGEMMA_COMPUTE_POOL")
-        >>> with runner:
-        ...     responses = list(runner.run(requests))
+        ```python
+        runner = SnowflakeBatchRunner(database="MEDGEMMA_DEMO", model="MEDGEMMA_4B_IT",
+            version="V1", compute_pool="MEDGEMMA_COMPUTE_POOL")
+        with runner:
+            responses = list(runner.run(requests))
+        ```
     """
 
     name: ClassVar[str] = "snowflake"

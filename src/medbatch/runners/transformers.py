@@ -157,9 +157,17 @@ class TransformersRunner(BatchRunner):
 
     Args:
         model: Hub name or local folder (e.g. `medbatch.testing.tiny_vlm(...)`).
-        revision, device, dtype, allow_fp16, batch_size, num_image_workers, max_image_side,
-        pan_and_scan, score_labels, trust_remote_code, attn_implementation: See
-            `TransformersRunnerConfig`.
+        revision: See `TransformersRunnerConfig`.
+        device: See `TransformersRunnerConfig`.
+        dtype: See `TransformersRunnerConfig`.
+        allow_fp16: See `TransformersRunnerConfig`.
+        batch_size: See `TransformersRunnerConfig`.
+        num_image_workers: See `TransformersRunnerConfig`.
+        max_image_side: See `TransformersRunnerConfig`.
+        pan_and_scan: See `TransformersRunnerConfig`.
+        score_labels: See `TransformersRunnerConfig`.
+        trust_remote_code: See `TransformersRunnerConfig`.
+        attn_implementation: See `TransformersRunnerConfig`.
 
     Raises:
         MissingDependencyError: torch or transformers is not installed (on `start`).

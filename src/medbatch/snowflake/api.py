@@ -218,8 +218,10 @@ def build_run_batch_kwargs(
     """The keyword arguments of one `mv.run_batch(**kwargs)` call.
 
     Example:
-        >>> kwargs = build_run_batch_kwargs("1.x", df, JobOptions("POOL", "@S/out/"), specs)
-        >>> job = mv.run_batch(**kwargs)
+        ```python
+        kwargs = build_run_batch_kwargs("1.x", df, JobOptions("POOL", "@S/out/"), specs)
+        job = mv.run_batch(**kwargs)
+        ```
     """
     missing = [name for name in SPEC_CLASS_NAMES[api] if getattr(specs, name) is None]
     if missing:

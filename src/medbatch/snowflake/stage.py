@@ -142,8 +142,10 @@ class StageUploader:
             a directory table (None: ask `DESC STAGE` once).
 
     Example:
-        >>> uploader = StageUploader(session, StageLocation.parse("@DB.PUBLIC.ECG_STAGE/ecg"))
-        >>> report = uploader.upload_tree(Path("data/ecg"))  # one PUT per class folder
+        ```python
+        uploader = StageUploader(session, StageLocation.parse("@DB.PUBLIC.ECG_STAGE/ecg"))
+        report = uploader.upload_tree(Path("data/ecg"))  # one PUT per class folder
+        ```
     """
 
     def __init__(

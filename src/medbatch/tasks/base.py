@@ -38,6 +38,7 @@ class Task:
         description: One line for `medbatch tasks`.
 
     Example:
+        >>> from medbatch import get_task
         >>> task = get_task("ecg")
         >>> task.with_prompt("direct-v1").prompt.fingerprint != task.prompt.fingerprint
         True

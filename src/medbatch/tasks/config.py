@@ -44,7 +44,7 @@ A label may be given in one line, `NAME = "description"`, inside a `[labels]` ta
 Example:
     >>> task = load_task_file("examples/skin_lesion_task.toml")
     >>> task.labels.names
-    ('MELANOMA', 'NEVUS')
+    ('MELANOMA', 'NEVUS', 'KERATOSIS')
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ are plain pytest classes, so pytest must be installed to use them (it is in `med
 from __future__ import annotations
 
 import io
+import json
+import logging
 from collections import Counter
 
 import pytest
@@ -105,6 +107,39 @@ class RunnerContract:
         with runner, pytest.raises(ValueError, match="duplicate"):
             list(runner.run([make_request("same"), make_request("same")]))
 
+    # `run()` repairs what a back-end gets wrong (a dropped answer becomes
+    # `missing_response`, a second one is dropped, an exception fails the batch), so the
+    # promises above hold for any subclass that inherits it. The cases below check the
+    # back-end itself, so they can fail for a runner that inherits `run()`.
+
+    def test_back_end_answers_each_request_of_a_batch_once(self, runner: BatchRunner) -> None:
+        requests = [make_request(f"r{i}") for i in range(self.n_requests)]
+        batch = requests[: runner.batch_size or len(requests)]
+        with runner:
+            answered = [response.record_id for response in runner._run_batch(batch)]
+        assert Counter(answered) == Counter(request.record_id for request in batch)
+
+    def test_run_needs_no_repair(
+        self, runner: BatchRunner, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        requests = [make_request(f"r{i}") for i in range(self.n_requests)]
+        with caplog.at_level(logging.WARNING, logger="medbatch.runners.base"), runner:
+            responses = list(runner.run(requests))
+        repaired = [
+            (response.record_id, response.error.kind)
+            for response in responses
+            if response.error is not None
+            and response.error.kind in ("missing_response", "runner_error")
+        ]
+        assert repaired == []
+        assert not [r.getMessage() for r in caplog.records if r.name == "medbatch.runners.base"]
+
+    def test_describe_and_state_are_json(self, runner: BatchRunner) -> None:
+        described = json.loads(json.dumps(runner.describe()))
+        assert described["model_id"] == runner.model_id
+        state = json.loads(json.dumps(runner.state()))
+        runner.restore(state)  # an earlier run's state is taken back without error
+
 
 class DatasetContract:
     """Promises every `Dataset` keeps. Provide a `dataset` fixture."""
@@ -135,6 +170,24 @@ class DatasetContract:
         assert first == again
         labels = [r.label for r in dataset.sample(1, seed=3)]
         assert len(labels) == len(set(labels))
+        assert set(labels) == {record.label for record in dataset}  # every label drawn
+        assert set(first) <= {record.id for record in dataset}
+
+    def test_dataset_is_not_empty(self, dataset: Dataset) -> None:
+        assert len(dataset) > 0, "give the contract a dataset with records"
+
+    def test_fingerprint_is_stable_and_follows_the_records(self, dataset: Dataset) -> None:
+        assert dataset.fingerprint() == dataset.fingerprint()
+        first = next(iter(dataset))
+        rest = dataset.filter(lambda record: record.id != first.id)
+        assert rest.fingerprint() != dataset.fingerprint()
+
+    def test_images_are_references_that_can_be_read(self, dataset: Dataset) -> None:
+        for record in dataset:
+            image = record.image
+            if image.kind in ("url", "stage"):
+                continue  # remote: passed to the back-end by reference, not read here
+            assert image.read_bytes(), record.id
 
 
 class ParserContract:
