@@ -120,6 +120,7 @@ class WheelRelease:
         wheel: Path of `snowflake_ml_python-<version>-py3-none-any.whl`.
 
     Example:
+        >>> from medbatch.snowflake.api import SpecClasses, detect_api
         >>> release = WheelRelease(".cache/sf/snowflake_ml_python-1.47.0-py3-none-any.whl")
         >>> release.version, detect_api(release.run_batch_signature())
         ('1.47.0', '1.x')
