@@ -58,6 +58,12 @@ def interpret_response(
         return ParseResult(status=AnswerStatus.EMPTY, method="empty"), False
     if constraint is None:
         return parser.parse(text, finish_reason=response.finish_reason), False
+    return _interpret_constrained(text, response.finish_reason, parser, constraint)
+
+
+def _interpret_constrained(
+    text: str, finish_reason: str | None, parser: LabelParser, constraint: LabelConstraint
+) -> tuple[ParseResult, bool]:
     label = read_constrained_answer(text, constraint)
     if label is not None:
         start = text.find(label)
@@ -72,11 +78,11 @@ def interpret_response(
             ),
             False,
         )
-    if response.finish_reason == "length":
+    if finish_reason == "length":
         # Cut off before the label was complete: nothing says the back-end ignored the
         # constraint, and reading a label out of half an answer would be a guess.
         return ParseResult(status=AnswerStatus.TRUNCATED, method="truncated"), False
-    fallback = parser.parse(text, finish_reason=response.finish_reason)
+    fallback = parser.parse(text, finish_reason=finish_reason)
     if fallback.status is AnswerStatus.PARSED:
         return fallback.model_copy(update={"method": f"fallback:{fallback.method}"}), True
     return (

@@ -1,4 +1,4 @@
-"""A constrained answer cut off by max_tokens is truncated, not a back-end ignoring the constraint."""
+"""A constrained answer cut off by max_tokens is truncated, not an ignored constraint."""
 
 from __future__ import annotations
 
