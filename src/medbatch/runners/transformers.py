@@ -153,7 +153,13 @@ class TransformersRunner(BatchRunner):
       `{"reasoning": "...", "label": "..."}`. With `score_labels`, `label_scores` holds each
       label's probability computed from the *unconstrained* model: the log-probability of the
       label's tokens and of the end of the answer after them, summed over tokenisations,
-      normalised over the label set.
+      normalised over the label set. With greedy decoding the answer's label is then the
+      argmax of those scores (docs/concepts/label-scores.md), so accuracy and ROC describe
+      the same classifier.
+    - Prompts are tokenised as the model's processor does (`apply_chat_template` with
+      `tokenize=True`): the BOS is added only when the chat template does not write it.
+    - Records whose images split into different numbers of crops (Idefics3, SmolVLM,
+      LLaVA-NeXT) batch together: crops are zero-padded as the processor pads them.
 
     Args:
         model: Hub name or local folder (e.g. `medbatch.testing.tiny_vlm(...)`).
