@@ -8,6 +8,10 @@ processor, configuration, model), so a runner that loads the folder with `AutoPr
   `<s>` added by the tokenizer: the chat template does not emit it), `CLIPImageProcessor`
   (resize, centre crop), `LlavaProcessor`, `LlavaForConditionalGeneration` (CLIP vision
   tower, Llama text model).
+- **LLaVA-NeXT** (`llava-hf/llava-v1.6-mistral-7b-hf`): the same parts with
+  `LlavaNextImageProcessor` ("anyres": a base view plus a grid of tiles chosen by aspect
+  ratio, so records of one batch have different numbers of tiles and prompt lengths),
+  `LlavaNextProcessor`, `LlavaNextForConditionalGeneration` and Mistral's `[INST]` template.
 - **Idefics3** (`HuggingFaceM4/Idefics3-8B-Llama3`; SmolVLM is the same family): a Llama 3
   style byte-level BPE (`PreTrainedTokenizerFast`, `<|begin_of_text|>` emitted by the chat
   template), `Idefics3ImageProcessor` with image splitting (an image becomes a grid of crops
@@ -26,7 +30,14 @@ from typing import Any, cast
 
 from medbatch.testing.tiny_vlm import _CORPUS, _train_vocabulary
 
-__all__ = ["IDEFICS3_CHAT_TEMPLATE", "LLAVA_CHAT_TEMPLATE", "build_idefics3", "build_llava"]
+__all__ = [
+    "IDEFICS3_CHAT_TEMPLATE",
+    "LLAVA_CHAT_TEMPLATE",
+    "LLAVA_NEXT_CHAT_TEMPLATE",
+    "build_idefics3",
+    "build_llava",
+    "build_llava_next",
+]
 
 # llava-hf/llava-1.5-7b-hf chat_template.json: images first, then text; no system role prefix
 # and no BOS (the tokenizer adds `<s>`).
@@ -41,6 +52,20 @@ LLAVA_CHAT_TEMPLATE = (
     "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
     "{% generation %}{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif %}"
     "{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+# llava-hf/llava-v1.6-mistral-7b-hf: Mistral's [INST] turns, images first; no BOS either.
+LLAVA_NEXT_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'system' %}"
+    "{{ '<<SYS>>\n' + message['content'][0]['text'] + '\n<</SYS>>\n\n' }}"
+    "{% elif message['role'] == 'user' %}{{ '[INST] ' }}{# Render all images first #}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
+    "{{ '<image>\n' }}{% endfor %}{# Render all text next #}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ content['text'] }}{% endfor %}{{' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+    "{{ ' ' + message['content'][0]['text'] + '</s> '}}{% else %}"
+    "{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}"
+    "{% endfor %}"
 )
 
 # HuggingFaceM4/Idefics3-8B-Llama3 processor chat template: it starts with the BOS itself.
@@ -108,6 +133,15 @@ def _text_config(vocab_size: int, **token_ids: int) -> Any:
 
 def build_llava(folder: Path, *, seed: int, labels: tuple[str, ...]) -> None:
     """Write a tiny LLaVA 1.5 folder (16 image tokens per image)."""
+    _build_llava_family(folder, seed=seed, labels=labels, anyres=False)
+
+
+def build_llava_next(folder: Path, *, seed: int, labels: tuple[str, ...]) -> None:
+    """Write a tiny LLaVA-NeXT (1.6) folder: a base view plus 2 to 3 tiles, by aspect ratio."""
+    _build_llava_family(folder, seed=seed, labels=labels, anyres=True)
+
+
+def _build_llava_family(folder: Path, *, seed: int, labels: tuple[str, ...], anyres: bool) -> None:
     import transformers as _transformers
     from tokenizers import AddedToken
 
@@ -128,20 +162,26 @@ def build_llava(folder: Path, *, seed: int, labels: tuple[str, ...]) -> None:
     # llava-hf appends <image> (32000) and <pad> (32001) after the Llama 2 vocabulary.
     tokenizer.add_tokens([AddedToken("<image>", special=True, normalized=False)])
     tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    side = LLAVA_IMAGE_SIZE
+    settings: dict[str, Any] = {
+        "size": {"shortest_edge": side},
+        "crop_size": {"height": side, "width": side},
+    }
+    if anyres:
+        # LLaVA 1.6's grid (336 px tiles: 1x2, 2x1, 2x2, 3x1, 1x3) at the tiny tile size.
+        grid = [[1, 2], [2, 1], [2, 2], [3, 1], [1, 3]]
+        settings["image_grid_pinpoints"] = [[rows * side, cols * side] for rows, cols in grid]
     image_processor = _image_processor(
-        "CLIPImageProcessor",
-        {
-            "size": {"shortest_edge": LLAVA_IMAGE_SIZE},
-            "crop_size": {"height": LLAVA_IMAGE_SIZE, "width": LLAVA_IMAGE_SIZE},
-        },
+        "LlavaNextImageProcessor" if anyres else "CLIPImageProcessor", settings
     )
-    processor = transformers.LlavaProcessor(
+    processor_class = transformers.LlavaNextProcessor if anyres else transformers.LlavaProcessor
+    processor = processor_class(
         image_processor=image_processor,
         tokenizer=tokenizer,
         patch_size=_PATCH,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,  # CLIP's CLS token, dropped by the "default" strategy
-        chat_template=LLAVA_CHAT_TEMPLATE,
+        chat_template=LLAVA_NEXT_CHAT_TEMPLATE if anyres else LLAVA_CHAT_TEMPLATE,
     )
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in ("<s>", "</s>", "<pad>")}
     image_id = tokenizer.convert_tokens_to_ids("<image>")
@@ -154,7 +194,12 @@ def build_llava(folder: Path, *, seed: int, labels: tuple[str, ...]) -> None:
         image_size=LLAVA_IMAGE_SIZE,
         patch_size=_PATCH,
     )
-    config = transformers.LlavaConfig(
+    config_class = transformers.LlavaNextConfig if anyres else transformers.LlavaConfig
+    extra: dict[str, Any] = {}
+    if anyres:
+        extra["image_grid_pinpoints"] = settings["image_grid_pinpoints"]
+    config = config_class(
+        **extra,
         vision_config=vision,
         text_config=_text_config(
             len(tokenizer),
@@ -167,8 +212,13 @@ def build_llava(folder: Path, *, seed: int, labels: tuple[str, ...]) -> None:
         vision_feature_select_strategy="default",
         vision_feature_layer=-2,
     )
-    config.architectures = ["LlavaForConditionalGeneration"]
-    model = transformers.LlavaForConditionalGeneration(config)
+    model_class = (
+        transformers.LlavaNextForConditionalGeneration
+        if anyres
+        else transformers.LlavaForConditionalGeneration
+    )
+    config.architectures = [model_class.__name__]
+    model = model_class(config)
     _randomise(model, seed)
     model.generation_config = transformers.GenerationConfig(
         bos_token_id=ids["<s>"], eos_token_id=ids["</s>"], pad_token_id=ids["<pad>"]

@@ -1,9 +1,9 @@
 """Tiny random-weight vision-language models: the offline test doubles for MedGemma and others.
 
 `tiny_vlm(path)` builds a Gemma 3 (MedGemma's architecture); `architecture="llava"` a
-LLaVA 1.5 and `architecture="idefics3"` an Idefics3 (SmolVLM's family), each with that
-architecture's real tokenizer, image processor, processor and model classes (see
-`TINY_ARCHITECTURES`). The Gemma 3 folder:
+LLaVA 1.5, `"llava_next"` a LLaVA-NeXT and `"idefics3"` an Idefics3 (SmolVLM's family),
+each with that architecture's real tokenizer, image processor, processor and model classes
+(see `TINY_ARCHITECTURES`). The Gemma 3 folder:
 
 `tiny_vlm(path)` writes, in about a second and a few MB, a model folder that loads with exactly
 the calls a real `google/medgemma-4b-it` uses:
@@ -52,9 +52,9 @@ __all__ = [
     "tiny_vlm",
 ]
 
-TinyArchitecture = Literal["gemma3", "llava", "idefics3"]
-TINY_ARCHITECTURES: tuple[TinyArchitecture, ...] = ("gemma3", "llava", "idefics3")
-"""Architectures `tiny_vlm` can build: Gemma 3 (MedGemma), LLaVA 1.5, Idefics3 (SmolVLM)."""
+TinyArchitecture = Literal["gemma3", "llava", "llava_next", "idefics3"]
+TINY_ARCHITECTURES: tuple[TinyArchitecture, ...] = ("gemma3", "llava", "llava_next", "idefics3")
+"""Architectures `tiny_vlm` can build: Gemma 3 (MedGemma), LLaVA 1.5, LLaVA-NeXT, Idefics3."""
 
 ECG_LABELS: tuple[str, ...] = (
     "NORMAL",
@@ -214,7 +214,8 @@ def tiny_vlm(
         labels: Label names the tokenizer must know as words (the ECG labels by default);
             they are added to the training corpus.
         architecture: `gemma3` (MedGemma's, the default), `llava` (LLaVA 1.5: the tokenizer,
-            not the chat template, adds the BOS) or `idefics3` (Idefics3 / SmolVLM: images
+            not the chat template, adds the BOS), `llava_next` (LLaVA 1.6: a varying number
+            of tiles per image, padded in a batch) or `idefics3` (Idefics3 / SmolVLM: images
             split into a varying number of crops). Each uses the architecture's real
             transformers tokenizer, image processor, processor and model classes.
 
@@ -300,8 +301,12 @@ def _build(
     if architecture != "gemma3":
         from medbatch.testing import _tiny_archs
 
-        builder = _tiny_archs.build_llava if architecture == "llava" else _tiny_archs.build_idefics3
-        builder(folder, seed=seed, labels=labels)
+        builders = {
+            "llava": _tiny_archs.build_llava,
+            "llava_next": _tiny_archs.build_llava_next,
+            "idefics3": _tiny_archs.build_idefics3,
+        }
+        builders[architecture](folder, seed=seed, labels=labels)
         return
     tokenizer = _build_tokenizer(labels)
     processor = _build_processor(tokenizer)

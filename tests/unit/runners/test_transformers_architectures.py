@@ -173,13 +173,16 @@ def test_image_crops_are_what_the_vision_encoder_sees(runner: TransformersRunner
             return_dict=True,
             return_tensors="pt",
         )
-        # Independent count: every tiny model shows 16 image tokens per crop.
         image_tokens = int((inputs["input_ids"] == image_token).sum())
-        assert image_tokens == TINY_IMAGE_TOKENS * crops[f"r{seed}"]
-    if type(processor).__name__ == "Idefics3Processor":
-        assert (crops["r0"], crops["r1"]) == (5, 3)
-    else:
-        assert (crops["r0"], crops["r1"]) == (1, 1)
+        pixels = inputs["pixel_values"]
+        if type(processor).__name__ == "LlavaNextProcessor":
+            # Base view + tiles, (1, tiles, C, H, W); the token count depends on the unpadding.
+            assert crops[f"r{seed}"] == pixels.shape[1]
+        else:
+            # Independent count: these tiny models show 16 image tokens per crop.
+            assert image_tokens == TINY_IMAGE_TOKENS * crops[f"r{seed}"]
+    expected_crops = {"Idefics3Processor": (5, 3), "LlavaNextProcessor": (5, 4)}
+    assert (crops["r0"], crops["r1"]) == expected_crops.get(type(processor).__name__, (1, 1))
 
 
 # -- batching --------------------------------------------------------------------------------
@@ -214,15 +217,15 @@ def test_a_batch_equals_the_processors_own_batch(runner: TransformersRunner) -> 
         return_tensors="pt",
         add_special_tokens=add_special,
     )
-    for key in ("input_ids", "attention_mask", "pixel_values", "pixel_attention_mask"):
+    keys = ("input_ids", "attention_mask", "pixel_values", "pixel_attention_mask", "image_sizes")
+    for key in keys:
         if key in expected:
             assert key in collated, key
             assert torch.equal(collated[key].to(expected[key].dtype), expected[key]), key
-    if "pixel_attention_mask" in expected:  # Idefics3: the records had different crops
-        assert (
-            len({int(mask.flatten(1).any(1).sum()) for mask in expected["pixel_attention_mask"]})
-            > 1
-        )
+    pixels = expected["pixel_values"]
+    if pixels.dim() == 5:  # Idefics3, LLaVA-NeXT: the records had different numbers of crops
+        real = {int((crops != 0).flatten(1).any(1).sum()) for crops in pixels}
+        assert len(real) > 1, real
 
 
 def test_batched_and_single_greedy_answers_agree(model_path: Path) -> None:

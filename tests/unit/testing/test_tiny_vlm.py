@@ -191,6 +191,12 @@ def test_refuses_to_overwrite_a_foreign_folder(tmp_path: Path) -> None:
 OTHER_ARCHITECTURES = {
     # architecture: (processor, image processor prefix, model, does the template write BOS)
     "llava": ("LlavaProcessor", "CLIPImageProcessor", "LlavaForConditionalGeneration", False),
+    "llava_next": (
+        "LlavaNextProcessor",
+        "LlavaNextImageProcessor",
+        "LlavaNextForConditionalGeneration",
+        False,
+    ),
     "idefics3": (
         "Idefics3Processor",
         "Idefics3ImageProcessor",
