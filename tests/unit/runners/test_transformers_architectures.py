@@ -241,6 +241,22 @@ def test_batched_and_single_greedy_answers_agree(model_path: Path) -> None:
         assert response.usage == alone[key].usage, key
 
 
+def test_a_text_only_record_does_not_break_a_batch_of_images(model_path: Path) -> None:
+    text_only = InferenceRequest(
+        record_id="text",
+        messages=(ChatMessage.text("user", "Which ECG label fits a regular rhythm?"),),
+        params=GenerationParams(max_tokens=6),  # as the image records: one decoding group
+    )
+    requests = [_request(0), text_only, _request(1)]
+    with TransformersRunner(model_path, batch_size=3) as batched:
+        together = _by_id(batched.run(requests))
+        alone = _by_id(batched.run([text_only]))
+    assert all(response.error is None for response in together.values()), together
+    assert together["text"].text == alone["text"].text
+    assert together["text"].metadata["image_crops"] == 0
+    assert together["r0"].metadata["batch_rows"] == 2  # the image records, together
+
+
 # -- constrained choice and label scores --------------------------------------------------------
 
 
@@ -278,7 +294,7 @@ def _brute_force(
 def test_choice_label_is_the_argmax_of_scores_that_match_brute_force(
     runner: TransformersRunner,
 ) -> None:
-    requests = [_request(seed, constraint=CHOICE) for seed in range(4)]
+    requests = [_request(seed, constraint=CHOICE) for seed in range(3)]
     responses = _by_id(runner.run(requests))
     program = _ConstraintProgram.build(CHOICE, runner.loaded, runner._json_string_tokens)
     assert program is not None
