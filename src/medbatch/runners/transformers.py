@@ -4,9 +4,10 @@
 requests ──▶ read-ahead ──▶ thread pool: load_image + chat template + processor (one record)
                                    │  (batch k+1 is prepared while batch k generates)
                                    ▼
-             collate (left padding) ──▶ model.generate ──▶ text, finish_reason, usage
+             collate (left padding, crops padded) ──▶ model.generate ──▶ text, usage
                                    └──▶ label scoring (one prefill + one forward over the
-                                        label continuations, from the raw model log-probs)
+                                        label continuations, from the raw model log-probs);
+                                        greedy constrained answers take the argmax label
 ```
 
 Needs the `local` extra (`pip install "medbatch[local]"`): torch and transformers are imported
