@@ -144,9 +144,12 @@ def evaluate_canary(
     status = frame["status"].astype(str)
     coverage = float((status == AnswerStatus.PARSED.value).mean()) if n else 0.0
     error_rate = float((status == AnswerStatus.ERROR.value).mean()) if n else 0.0
+    truncated = float((status == AnswerStatus.TRUNCATED.value).mean()) if n else 0.0
     validity: float | None = None
     if constrained and n:
-        answered = frame[status != AnswerStatus.ERROR.value]
+        # Answers cut off by max_tokens kept to the constraint as far as they went: they say
+        # nothing about whether the back-end enforces it.
+        answered = frame[~status.isin([AnswerStatus.ERROR.value, AnswerStatus.TRUNCATED.value])]
         if len(answered):
             valid = answered["method"].astype(str) == "constrained"
             validity = float(valid.mean())
@@ -155,7 +158,13 @@ def evaluate_canary(
     if n == 0:
         failures.append("no canary records")
     if coverage < thresholds.min_coverage:
-        failures.append(f"coverage {coverage:.0%} < {thresholds.min_coverage:.0%}")
+        hint = (
+            f": {truncated:.0%} of answers were cut off by max_tokens (finish_reason=length); "
+            "raise max_tokens"
+            if truncated
+            else ""
+        )
+        failures.append(f"coverage {coverage:.0%} < {thresholds.min_coverage:.0%}{hint}")
     if error_rate > thresholds.max_error_rate:
         examples = _error_examples(frame)
         failures.append(f"error rate {error_rate:.0%} > {thresholds.max_error_rate:.0%}{examples}")

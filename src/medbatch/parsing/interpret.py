@@ -4,7 +4,9 @@ The parser reads free text; this layer decides what the text *is* first: an erro
 empty answer, a constrained answer that must be exactly a label, or free text for the
 parser. A constrained request whose answer is not a valid label means the back-end ignored
 the constraint: the row is flagged (`constraint_not_applied`) and read by the parser as a
-fallback, never silently trusted.
+fallback, never silently trusted. The exception is an answer cut off by `max_tokens`
+(`finish_reason="length"`, e.g. JSON mode with reasoning): the constraint held but the label
+was never completed, so the row is `truncated` and not flagged.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def interpret_response(
 
     Returns:
         The parse result, and whether a constraint was requested but not honoured by the
-        back-end (the caller counts and flags those rows).
+        back-end (the caller counts and flags those rows). A constrained answer that is not
+        a label and stopped at `max_tokens` is `truncated`, not a constraint failure.
     """
     if response.error is not None:
         return ParseResult(status=AnswerStatus.ERROR, method="error"), False
@@ -55,6 +58,12 @@ def interpret_response(
         return ParseResult(status=AnswerStatus.EMPTY, method="empty"), False
     if constraint is None:
         return parser.parse(text, finish_reason=response.finish_reason), False
+    return _interpret_constrained(text, response.finish_reason, parser, constraint)
+
+
+def _interpret_constrained(
+    text: str, finish_reason: str | None, parser: LabelParser, constraint: LabelConstraint
+) -> tuple[ParseResult, bool]:
     label = read_constrained_answer(text, constraint)
     if label is not None:
         start = text.find(label)
@@ -69,7 +78,11 @@ def interpret_response(
             ),
             False,
         )
-    fallback = parser.parse(text, finish_reason=response.finish_reason)
+    if finish_reason == "length":
+        # Cut off before the label was complete: nothing says the back-end ignored the
+        # constraint, and reading a label out of half an answer would be a guess.
+        return ParseResult(status=AnswerStatus.TRUNCATED, method="truncated"), False
+    fallback = parser.parse(text, finish_reason=finish_reason)
     if fallback.status is AnswerStatus.PARSED:
         return fallback.model_copy(update={"method": f"fallback:{fallback.method}"}), True
     return (

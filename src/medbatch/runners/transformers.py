@@ -4,9 +4,10 @@
 requests ──▶ read-ahead ──▶ thread pool: load_image + chat template + processor (one record)
                                    │  (batch k+1 is prepared while batch k generates)
                                    ▼
-             collate (left padding) ──▶ model.generate ──▶ text, finish_reason, usage
+             collate (left padding, crops padded) ──▶ model.generate ──▶ text, usage
                                    └──▶ label scoring (one prefill + one forward over the
-                                        label continuations, from the raw model log-probs)
+                                        label continuations, from the raw model log-probs);
+                                        greedy constrained answers take the argmax label
 ```
 
 Needs the `local` extra (`pip install "medbatch[local]"`): torch and transformers are imported
@@ -153,7 +154,13 @@ class TransformersRunner(BatchRunner):
       `{"reasoning": "...", "label": "..."}`. With `score_labels`, `label_scores` holds each
       label's probability computed from the *unconstrained* model: the log-probability of the
       label's tokens and of the end of the answer after them, summed over tokenisations,
-      normalised over the label set.
+      normalised over the label set. With greedy decoding the answer's label is then the
+      argmax of those scores (docs/concepts/label-scores.md), so accuracy and ROC describe
+      the same classifier.
+    - Prompts are tokenised as the model's processor does (`apply_chat_template` with
+      `tokenize=True`): the BOS is added only when the chat template does not write it.
+    - Records whose images split into different numbers of crops (Idefics3, SmolVLM,
+      LLaVA-NeXT) batch together: crops are zero-padded as the processor pads them.
 
     Args:
         model: Hub name or local folder (e.g. `medbatch.testing.tiny_vlm(...)`).
@@ -386,18 +393,22 @@ class TransformersRunner(BatchRunner):
         prompt = loaded.processor.apply_chat_template(
             conversation, add_generation_prompt=True, tokenize=False
         )
-        kwargs: dict[str, Any] = {"return_tensors": "pt", "add_special_tokens": False}
+        kwargs: dict[str, Any] = {"return_tensors": "pt"}
+        if _template_emits_bos(prompt, loaded.tokenizer):
+            # The processor's own rule (ProcessorMixin.apply_chat_template with tokenize=True):
+            # no special tokens when the rendered prompt already starts with the BOS (Gemma 3,
+            # Idefics3); otherwise the tokenizer adds its own (LLaVA's template has no BOS).
+            kwargs["add_special_tokens"] = False
         if images and self.config.pan_and_scan:
             kwargs["do_pan_and_scan"] = True
         inputs = loaded.processor(text=[prompt], images=[images] if images else None, **kwargs)
         tensors = {key: value for key, value in inputs.items() if hasattr(value, "shape")}
-        pixels = tensors.get("pixel_values")
         provenance: dict[str, Any] = {
             # What the model was actually shown, so any number in a report can be traced:
             # the chat template's output (system text folding included) and the crops.
             "rendered_prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest(),
             "image_sizes": [list(image.size) for image in images],
-            "image_crops": int(pixels.shape[0]) if pixels is not None else 0,
+            "image_crops": _count_crops(tensors, len(images)),
             "pan_and_scan": bool(images and self.config.pan_and_scan),
         }
         return _Prepared(
@@ -454,11 +465,14 @@ class TransformersRunner(BatchRunner):
                     retryable=False,
                     latency_s=time.perf_counter() - started,
                 )
-        # Rows decode together only when they share decoding settings; normally all do.
-        groups: dict[tuple[GenerationParams, LabelConstraint | None], list[int]] = {}
-        for index, (request, _) in enumerate(ready):
-            groups.setdefault((request.params, request.constraint), []).append(index)
-        for (params, constraint), indices in groups.items():
+        # Rows decode together when they share decoding settings (normally all do) and a
+        # tensor layout: text-only records have no pixel_values, so they generate apart from
+        # image records, as the processor could not batch them together either.
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for index, (request, prepared) in enumerate(ready):
+            key = (request.params, request.constraint, _layout(prepared))
+            groups.setdefault(key, []).append(index)
+        for (params, constraint, _), indices in groups.items():
             rows = [ready[index] for index in indices]
             yield from self._generate(rows, params, constraint, started)
 
@@ -469,11 +483,8 @@ class TransformersRunner(BatchRunner):
         constraint: LabelConstraint | None,
         started: float,
     ) -> Iterator[InferenceResponse]:
-        import torch
-
         loaded = self.loaded
         batch = _collate([prepared for _, prepared in rows], loaded)
-        prompt_length = int(batch["input_ids"].shape[1])
         program = _ConstraintProgram.build(constraint, loaded, self._json_string_tokens)
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_tokens,
@@ -487,28 +498,19 @@ class TransformersRunner(BatchRunner):
             kwargs["top_k"] = None
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=loaded.tokenizer)
-        tracker: _Tracker | None = None
-        if program is not None and program.trie is not None:
-            kwargs["prefix_allowed_tokens_fn"] = program.trie.prefix_allowed_tokens_fn(
-                prompt_length
+        greedy = params.temperature == 0.0
+        scoring = program is not None and self.config.score_labels
+        if scoring and greedy and program is not None and program.trie is not None:
+            # Greedy choice: the answer is the argmax of the exact label scores, so the label
+            # and its scores never disagree; no decoding is needed.
+            scores, best = self._label_scores(
+                rows, program, dict.fromkeys(range(len(rows)), 0), [[] for _ in rows]
             )
-        elif program is not None:
-            tracker = _Tracker(program, prompt_length)
-            kwargs["prefix_allowed_tokens_fn"] = tracker
-
-        devices = [loaded.device] if loaded.device.type == "cuda" else []
-        with torch.inference_mode(), torch.random.fork_rng(devices=devices):
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            output = loaded.model.generate(**batch, **kwargs)
-        generated = output[:, prompt_length:].tolist()
-
-        scores: list[dict[str, float] | None] = [None] * len(rows)
-        if program is not None and self.config.score_labels:
-            # In choice mode the label is the whole answer; in JSON it starts where the
-            # tracker saw the label's opening quote close.
-            starts = dict.fromkeys(range(len(rows)), 0) if tracker is None else tracker.label_start
-            scores = self._label_scores(rows, program, starts, generated)
+            generated = [
+                _answer_with(program, [], best[row], params.max_tokens) for row in range(len(rows))
+            ]
+        else:
+            generated, scores = self._decode(rows, batch, params, program, kwargs, scoring)
 
         elapsed = time.perf_counter() - started
         for row, ((request, prepared), tokens) in enumerate(zip(rows, generated, strict=True)):
@@ -527,6 +529,54 @@ class TransformersRunner(BatchRunner):
                 metadata={"batch_rows": len(rows), **prepared.provenance},
             )
 
+    def _decode(
+        self,
+        rows: list[tuple[InferenceRequest, _Prepared]],
+        batch: dict[str, torch.Tensor],
+        params: GenerationParams,
+        program: _ConstraintProgram | None,
+        kwargs: dict[str, Any],
+        scoring: bool,
+    ) -> tuple[list[list[int]], list[dict[str, float] | None]]:
+        """Generate the batch (constrained if asked) and score the labels it reached."""
+        import torch
+
+        loaded = self.loaded
+        prompt_length = int(batch["input_ids"].shape[1])
+        tracker: _Tracker | None = None
+        if program is not None and program.trie is not None:
+            kwargs["prefix_allowed_tokens_fn"] = program.trie.prefix_allowed_tokens_fn(
+                prompt_length
+            )
+        elif program is not None:
+            tracker = _Tracker(program, prompt_length)
+            kwargs["prefix_allowed_tokens_fn"] = tracker
+
+        devices = [loaded.device] if loaded.device.type == "cuda" else []
+        with torch.inference_mode(), torch.random.fork_rng(devices=devices):
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            output = loaded.model.generate(**batch, **kwargs)
+        generated: list[list[int]] = output[:, prompt_length:].tolist()
+
+        scores: list[dict[str, float] | None] = [None] * len(rows)
+        if program is None or not scoring:
+            return generated, scores
+        # In choice mode the label is the whole answer; in JSON it starts where the tracker
+        # saw the label's opening quote close (a row cut off before it has no scores).
+        starts = dict.fromkeys(range(len(rows)), 0) if tracker is None else tracker.label_start
+        scores, best = self._label_scores(rows, program, starts, generated)
+        if params.temperature == 0.0 and tracker is not None:
+            # Greedy JSON: the label written is the argmax of the scores, after the same
+            # reasoning; what follows a label is fixed (`"}` and the end), so the answer is
+            # what constrained decoding gives when it picks that label.
+            for row, label_tokens in best.items():
+                start = starts[row]
+                generated[row] = _answer_with(
+                    program, generated[row][:start], label_tokens, params.max_tokens
+                )
+        return generated, scores
+
     # -- label probabilities -------------------------------------------------------------
 
     def _label_scores(
@@ -535,14 +585,20 @@ class TransformersRunner(BatchRunner):
         program: _ConstraintProgram,
         starts: dict[int, int],
         generated: list[list[int]],
-    ) -> list[dict[str, float] | None]:
-        """Each row's label probabilities given what preceded its label (empty in `choice`)."""
+    ) -> tuple[list[dict[str, float] | None], dict[int, tuple[int, ...]]]:
+        """Each row's label probabilities given what preceded its label (empty in `choice`).
+
+        Returns:
+            The scores (None for a row whose label never started), and for each scored row
+            the tokens of its most probable label (that label's most probable spelling).
+        """
         contexts: list[list[int] | None] = []
         for row, tokens in enumerate(generated):
             start = starts.get(row)
             contexts.append(None if start is None else tokens[:start])
         wanted = [row for row, context in enumerate(contexts) if context is not None]
         scores: list[dict[str, float] | None] = [None] * len(rows)
+        best: dict[int, tuple[int, ...]] = {}
         per_chunk = max(1, _MAX_SCORING_ROWS // len(program.score_variants))
         for first in range(0, len(wanted), per_chunk):
             chunk = wanted[first : first + per_chunk]
@@ -553,9 +609,11 @@ class TransformersRunner(BatchRunner):
                 program.score_variants,
                 program.terminators,
             )
-            for row, row_scores in zip(chunk, chunk_scores, strict=True):
+            for row, (row_scores, spellings) in zip(chunk, chunk_scores, strict=True):
                 scores[row] = row_scores
-        return scores
+                # The first label wins a tie, as max() keeps the first maximum.
+                best[row] = spellings[max(row_scores, key=row_scores.__getitem__)]
+        return scores, best
 
     def _json_string_tokens(self) -> Any:
         """Token ids that may appear inside a JSON string (no quote, backslash, control)."""
@@ -598,6 +656,29 @@ def _resolve_dtype(dtype: str, device: Any, torch: Any) -> Any:
     return getattr(torch, dtype)
 
 
+def _template_emits_bos(prompt: str, tokenizer: Any) -> bool:
+    bos = tokenizer.bos_token
+    return bos is not None and prompt.startswith(str(bos))
+
+
+def _count_crops(tensors: dict[str, torch.Tensor], n_images: int) -> int:
+    """How many images (crops, tiles, global views) the vision encoder is shown.
+
+    Processors lay crops out differently: Gemma 3 (pan-and-scan) stacks them as
+    `(crops, C, H, W)`; Idefics2/3, SmolVLM and LLaVA-NeXT as `(1, crops, C, H, W)`, padding
+    to the batch's most crops with all-zero images (which the models drop, and so does this
+    count). Processors that flatten patches (Qwen-VL: `(patches, dim)`) have no crops: each
+    image counts once.
+    """
+    pixels = tensors.get("pixel_values")
+    if pixels is None:
+        return 0
+    if pixels.dim() < 4:
+        return n_images
+    images = pixels.reshape(-1, *pixels.shape[-3:])
+    return int((images != 0).flatten(1).any(dim=1).sum())
+
+
 def _end_token_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
     """Every token that ends an answer: generation config's EOS list, EOS, end of turn."""
     ids: list[int] = []
@@ -609,7 +690,7 @@ def _end_token_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
     if tokenizer.eos_token_id is not None:
         ids.append(int(tokenizer.eos_token_id))
     unk = tokenizer.unk_token_id
-    for marker in ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>"):
+    for marker in ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_utterance>"):
         token_id = tokenizer.convert_tokens_to_ids(marker)
         if isinstance(token_id, int) and token_id != unk and token_id >= 0:
             ids.append(token_id)
@@ -619,31 +700,62 @@ def _end_token_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
 
 
 def _collate(prepared: Sequence[_Prepared], loaded: _Loaded) -> dict[str, torch.Tensor]:
-    """Left-pad the per-record sequences and concatenate the image tensors."""
-    import torch
+    """Stack records into one batch: left-pad the token sequences, pad and stack the images.
 
+    Token-aligned tensors (`(1, prompt_tokens, ...)`: input ids, attention mask, token types)
+    are left-padded to the longest prompt. Every other tensor is concatenated along its first
+    dimension after zero-padding its other dimensions (at the end) to the batch's largest.
+    That is what the processors themselves do for several records at once: Idefics2/3 and
+    SmolVLM pad a record's crops to the batch's most crops with all-zero images (and a zero
+    `pixel_attention_mask`), which their models drop; LLaVA-NeXT pads its patches likewise
+    (`image_sizes` says how many are real). Gemma 3's `(crops, C, H, W)` and Qwen-VL's
+    `(patches, dim)` only concatenate. So images split into different numbers of crops never
+    fail a batch. Rows must share a layout (same keys and ranks, see `_layout`).
+    """
     length = max(item.prompt_tokens for item in prepared)
     keys = dict.fromkeys(key for item in prepared for key in item.inputs)
     batch: dict[str, torch.Tensor] = {}
     for key in keys:
-        values = [item.inputs[key] for item in prepared if key in item.inputs]
+        values = [item.inputs[key] for item in prepared]
         sequence_like = all(
             value.dim() >= 2 and value.shape[:2] == (1, item.prompt_tokens)
-            for value, item in zip(values, prepared, strict=False)
-        ) and len(values) == len(prepared)
-        if sequence_like:
-            fill = loaded.pad_id if key == "input_ids" else 0
-            padded = [
-                torch.nn.functional.pad(value, (length - value.shape[1], 0), value=fill)
-                for value in values
-            ]
-            batch[key] = torch.cat(padded, dim=0).to(loaded.device)
-        else:
-            tensor = torch.cat(values, dim=0).to(loaded.device)
-            if tensor.is_floating_point():
-                tensor = tensor.to(loaded.dtype)
-            batch[key] = tensor
+            for value, item in zip(values, prepared, strict=True)
+        )
+        fill = loaded.pad_id if key == "input_ids" and sequence_like else 0
+        tensor = _pad_and_concatenate(values, fill, left_pad_to=length if sequence_like else None)
+        tensor = tensor.to(loaded.device)
+        if not sequence_like and tensor.is_floating_point():
+            tensor = tensor.to(loaded.dtype)
+        batch[key] = tensor
     return batch
+
+
+def _pad_and_concatenate(
+    values: Sequence[torch.Tensor], fill: int, *, left_pad_to: int | None
+) -> torch.Tensor:
+    """Concatenate along dim 0, padding dims 1.. to the largest (dim 1 on the left if asked)."""
+    import torch
+
+    shape = [max(value.shape[dim] for value in values) for dim in range(values[0].dim())]
+    if left_pad_to is not None:
+        shape[1] = left_pad_to
+    padded = []
+    for value in values:
+        if list(value.shape[1:]) == shape[1:]:
+            padded.append(value)
+            continue
+        out = torch.full((value.shape[0], *shape[1:]), fill, dtype=value.dtype)
+        region = [slice(None)] + [slice(0, size) for size in value.shape[1:]]
+        if left_pad_to is not None:
+            region[1] = slice(shape[1] - value.shape[1], shape[1])
+        out[tuple(region)] = value
+        padded.append(out)
+    return torch.cat(padded, dim=0)
+
+
+def _layout(prepared: _Prepared) -> tuple[tuple[str, int], ...]:
+    """Keys and ranks of a record's tensors: rows that share it can be collated together."""
+    return tuple(sorted((key, value.dim()) for key, value in prepared.inputs.items()))
 
 
 def _finish(
@@ -676,7 +788,7 @@ def score_label_continuations(
     contexts: Sequence[Sequence[int]],
     variants: Sequence[tuple[str, tuple[int, ...]]],
     terminators: Sequence[int],
-) -> list[dict[str, float]]:
+) -> list[tuple[dict[str, float], dict[str, tuple[int, ...]]]]:
     """Exact label probabilities from the raw model, in one prefill and one forward pass.
 
     For each row, the score of a variant (a label's token sequence) is the model's
@@ -684,7 +796,8 @@ def score_label_continuations(
     held before the label) and then of any of `terminators` (what must follow a complete
     label: end of turn in `choice` mode, the closing quote in `json` mode). Without the
     terminator a label that is a prefix of another (NORMAL, NORMAL_VARIANT) would always win.
-    Variants of one label are summed; labels are normalised to sum to 1.
+    Variants of one label are summed; labels are normalised to sum to 1. Each row also gets,
+    per label, its most probable variant (the tokens to write when that label is chosen).
 
     The prompt is run once with its KV cache kept; the cache is repeated once per variant and
     all continuations go through the model together.
@@ -733,18 +846,42 @@ def score_label_continuations(
         after = torch.log_softmax(follow.logits.float(), dim=-1)
 
     terminator_index = torch.tensor(list(terminators), device=loaded.device)
-    results: list[dict[str, float]] = []
+    results: list[tuple[dict[str, float], dict[str, tuple[int, ...]]]] = []
     for row in range(len(rows)):
         totals: dict[str, list[float]] = {}
+        spelling: dict[str, tuple[float, tuple[int, ...]]] = {}
         for index, (label, tokens) in enumerate(variants):
             line = row * count + index
             logprob = first[row, tokens[0]]
             for step in range(1, len(tokens)):
                 logprob = logprob + after[line, step - 1, tokens[step]]
             end = torch.logsumexp(after[line, len(tokens) - 1, terminator_index], dim=0)
-            totals.setdefault(label, []).append(float(logprob + end))
-        results.append(label_probabilities(totals))
+            value = float(logprob + end)
+            totals.setdefault(label, []).append(value)
+            if label not in spelling or value > spelling[label][0]:
+                spelling[label] = (value, tuple(tokens))
+        results.append(
+            (label_probabilities(totals), {label: seq for label, (_, seq) in spelling.items()})
+        )
     return results
+
+
+def _answer_with(
+    program: _ConstraintProgram,
+    context: list[int],
+    label_tokens: tuple[int, ...],
+    max_tokens: int,
+) -> list[int]:
+    """The constrained answer that writes `label_tokens` after `context`, cut at `max_tokens`.
+
+    After the label the program is fixed (`"}` in JSON mode) and then ends, so this is
+    exactly what constrained decoding produces when it picks that label.
+    """
+    tail: list[int] = []
+    if program.trie is None:  # JSON: the fixed segments after the label
+        for segment in program.segments[program.choice_index() + 1 :]:
+            tail.extend(segment.tokens)
+    return [*context, *label_tokens, *tail, program.end_ids[0]][:max_tokens]
 
 
 def _extend_inputs(inputs: dict[str, torch.Tensor], context: list[int]) -> dict[str, torch.Tensor]:
@@ -810,10 +947,10 @@ class _ConstraintProgram:
     ) -> _ConstraintProgram | None:
         if constraint is None:
             return None
-        tokenizer = loaded.tokenizer
+        tokenizer = _InContext(loaded.tokenizer)
 
         def encode(text: str) -> tuple[int, ...]:
-            return tuple(int(i) for i in tokenizer.encode(text, add_special_tokens=False))
+            return tuple(tokenizer.encode(text))
 
         if constraint.mode == "choice":
             # The shared label trie (label and " label" spellings, EOS after a complete label)
@@ -876,6 +1013,31 @@ class _ConstraintProgram:
 
     def choice_index(self) -> int:
         return next(index for index, seg in enumerate(self.segments) if seg.kind == "choice")
+
+
+class _InContext:
+    """Tokenises a piece of an answer as it reads after other text, not as a text's start.
+
+    SentencePiece-style tokenizers (Llama 2, so LLaVA 1.5; Mistral) prepend a space to the
+    start of a text: `encode('"}')` is `▁" }`, which decodes to ` "}` mid-answer and turns
+    `{"label": "NORMAL"}` into `{"label": " NORMAL "}`. Encoding after a newline and dropping
+    the newline's tokens gives the in-context tokens; where the newline merges with the text
+    (Gemma's `\n\n`) plain encoding is already right and is used.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.eos_token_id = tokenizer.eos_token_id
+        self._base = list(tokenizer.encode("\n", add_special_tokens=False))
+        self._base_text = str(tokenizer.decode(self._base))
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        del add_special_tokens  # never: these are pieces of an answer
+        full = [int(i) for i in self.tokenizer.encode("\n" + text, add_special_tokens=False)]
+        base = len(self._base)
+        if full[:base] == self._base and str(self.tokenizer.decode(full)) == self._base_text + text:
+            return full[base:]
+        return [int(i) for i in self.tokenizer.encode(text, add_special_tokens=False)]
 
 
 def _choice_segment(sequences: Iterable[tuple[int, ...]]) -> _Segment:

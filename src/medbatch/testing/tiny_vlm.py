@@ -1,4 +1,9 @@
-"""A tiny random-weight Gemma 3 vision-language model: the offline test double for MedGemma.
+"""Tiny random-weight vision-language models: the offline test doubles for MedGemma and others.
+
+`tiny_vlm(path)` builds a Gemma 3 (MedGemma's architecture); `architecture="llava"` a
+LLaVA 1.5, `"llava_next"` a LLaVA-NeXT and `"idefics3"` an Idefics3 (SmolVLM's family),
+each with that architecture's real tokenizer, image processor, processor and model classes
+(see `TINY_ARCHITECTURES`). The Gemma 3 folder:
 
 `tiny_vlm(path)` writes, in about a second and a few MB, a model folder that loads with exactly
 the calls a real `google/medgemma-4b-it` uses:
@@ -35,15 +40,21 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 __all__ = [
     "ECG_LABELS",
     "GEMMA3_CHAT_TEMPLATE",
+    "TINY_ARCHITECTURES",
     "TINY_IMAGE_SIZE",
     "TINY_IMAGE_TOKENS",
+    "TinyArchitecture",
     "tiny_vlm",
 ]
+
+TinyArchitecture = Literal["gemma3", "llava", "llava_next", "idefics3"]
+TINY_ARCHITECTURES: tuple[TinyArchitecture, ...] = ("gemma3", "llava", "llava_next", "idefics3")
+"""Architectures `tiny_vlm` can build: Gemma 3 (MedGemma), LLaVA 1.5, LLaVA-NeXT, Idefics3."""
 
 ECG_LABELS: tuple[str, ...] = (
     "NORMAL",
@@ -62,7 +73,7 @@ TINY_IMAGE_TOKENS = 16
 _PATCH_SIZE = 8
 _MARKER = "medbatch_tiny_vlm.json"
 # Bump when the layout of what is built changes, so cached folders are rebuilt.
-_BUILDER_VERSION = 1
+_BUILDER_VERSION = 2
 
 # Gemma's special tokens, in Gemma's order where it has one (pad 0, eos 1, bos 2, unk 3,
 # mask 4). The real vocabulary puts the turn and image tokens far higher (106, 255999, ...);
@@ -177,8 +188,14 @@ _CORPUS: tuple[str, ...] = (
 )
 
 
-def tiny_vlm(path: str | Path, *, seed: int = 0, labels: Sequence[str] = ECG_LABELS) -> Path:
-    """Build (or reuse) a tiny random-weight Gemma 3 image-text-to-text model at `path`.
+def tiny_vlm(
+    path: str | Path,
+    *,
+    seed: int = 0,
+    labels: Sequence[str] = ECG_LABELS,
+    architecture: TinyArchitecture = "gemma3",
+) -> Path:
+    """Build (or reuse) a tiny random-weight image-text-to-text model at `path`.
 
     The folder loads like a real MedGemma with `AutoProcessor.from_pretrained(path)` and
     `AutoModelForImageTextToText.from_pretrained(path)`. Building takes about a second on a
@@ -196,11 +213,17 @@ def tiny_vlm(path: str | Path, *, seed: int = 0, labels: Sequence[str] = ECG_LAB
         seed: Seeds the weights, so the same seed gives the same model.
         labels: Label names the tokenizer must know as words (the ECG labels by default);
             they are added to the training corpus.
+        architecture: `gemma3` (MedGemma's, the default), `llava` (LLaVA 1.5: the tokenizer,
+            not the chat template, adds the BOS), `llava_next` (LLaVA 1.6: a varying number
+            of tiles per image, padded in a batch) or `idefics3` (Idefics3 / SmolVLM: images
+            split into a varying number of crops). Each uses the architecture's real
+            transformers tokenizer, image processor, processor and model classes.
 
     Returns:
         `path`, as a `Path`.
 
     Raises:
+        ValueError: `architecture` is not one of `TINY_ARCHITECTURES`.
         FileExistsError: `path` exists, is not empty and is not a tiny model built here.
         medbatch.errors.MissingDependencyError: torch, transformers or tokenizers is missing
             (`pip install "medbatch[local]"`).
@@ -211,10 +234,15 @@ def tiny_vlm(path: str | Path, *, seed: int = 0, labels: Sequence[str] = ECG_LAB
         >>> processor = AutoProcessor.from_pretrained(folder)
         >>> model = AutoModelForImageTextToText.from_pretrained(folder)
     """
+    if architecture not in TINY_ARCHITECTURES:
+        raise ValueError(
+            f"unknown tiny architecture {architecture!r}; choose one of {TINY_ARCHITECTURES}"
+        )
     transformers = _require_local_stack()
     target = Path(path)
     labels = tuple(labels)
     spec = {
+        "architecture": architecture,
         "builder_version": _BUILDER_VERSION,
         "seed": seed,
         "labels": list(labels),
@@ -238,7 +266,7 @@ def tiny_vlm(path: str | Path, *, seed: int = 0, labels: Sequence[str] = ECG_LAB
     # concurrent builders (pytest-xdist workers) cannot interleave their files.
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        _build(staging, seed=seed, labels=labels)
+        _build(staging, seed=seed, labels=labels, architecture=architecture)
         (staging / _MARKER).write_text(
             json.dumps({"fingerprint": fingerprint, **spec}, indent=2, sort_keys=True) + "\n"
         )
@@ -267,7 +295,19 @@ def _require_local_stack() -> Any:
     return transformers
 
 
-def _build(folder: Path, *, seed: int, labels: tuple[str, ...]) -> None:
+def _build(
+    folder: Path, *, seed: int, labels: tuple[str, ...], architecture: TinyArchitecture
+) -> None:
+    if architecture != "gemma3":
+        from medbatch.testing import _tiny_archs
+
+        builders = {
+            "llava": _tiny_archs.build_llava,
+            "llava_next": _tiny_archs.build_llava_next,
+            "idefics3": _tiny_archs.build_idefics3,
+        }
+        builders[architecture](folder, seed=seed, labels=labels)
+        return
     tokenizer = _build_tokenizer(labels)
     processor = _build_processor(tokenizer)
     model = _build_model(tokenizer, seed=seed)
@@ -275,8 +315,14 @@ def _build(folder: Path, *, seed: int, labels: tuple[str, ...]) -> None:
     model.save_pretrained(str(folder))
 
 
-def _train_vocabulary(labels: tuple[str, ...]) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Train a Gemma-style BPE vocabulary ("▁" for spaces, byte fallback, single digits)."""
+def _train_vocabulary(
+    labels: tuple[str, ...], specials: Sequence[str] = _SPECIAL_TOKENS
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Train a SentencePiece-style BPE vocabulary ("▁" for spaces, byte fallback, digits).
+
+    Gemma's and Llama 2's (LLaVA 1.5's) vocabularies are both of this kind: `specials` come
+    first, then the 256 byte-fallback tokens, then the merges.
+    """
     from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, trainers
     from tokenizers.models import BPE
 
@@ -301,7 +347,7 @@ def _train_vocabulary(labels: tuple[str, ...]) -> tuple[dict[str, int], list[tup
     trained = json.loads(trainer_tokenizer.to_str())["model"]
 
     vocab: dict[str, int] = {}
-    for token in (*_SPECIAL_TOKENS, *(f"<0x{byte:02X}>" for byte in range(256))):
+    for token in (*specials, *(f"<0x{byte:02X}>" for byte in range(256))):
         vocab[token] = len(vocab)
     for token, _ in sorted(trained["vocab"].items(), key=lambda item: item[1]):
         vocab.setdefault(token, len(vocab))

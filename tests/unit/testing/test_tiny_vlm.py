@@ -184,3 +184,113 @@ def test_refuses_to_overwrite_a_foreign_folder(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError, match="not empty"):
         tiny_vlm(tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+# -- the other architectures -------------------------------------------------------------------
+
+OTHER_ARCHITECTURES = {
+    # architecture: (processor, image processor prefix, model, does the template write BOS)
+    "llava": ("LlavaProcessor", "CLIPImageProcessor", "LlavaForConditionalGeneration", False),
+    "llava_next": (
+        "LlavaNextProcessor",
+        "LlavaNextImageProcessor",
+        "LlavaNextForConditionalGeneration",
+        False,
+    ),
+    "idefics3": (
+        "Idefics3Processor",
+        "Idefics3ImageProcessor",
+        "Idefics3ForConditionalGeneration",
+        True,
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(OTHER_ARCHITECTURES))
+def other(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, Path, Any, Any]:
+    architecture = str(request.param)
+    path = tiny_vlm(
+        tmp_path_factory.getbasetemp() / f"tiny-{architecture}",
+        architecture=architecture,  # type: ignore[arg-type]
+    )
+    transformers: Any = _transformers
+    processor = transformers.AutoProcessor.from_pretrained(path)
+    model = transformers.AutoModelForImageTextToText.from_pretrained(path)
+    model.eval()
+    return architecture, path, processor, model
+
+
+def _tokenized(processor: Any, image: Image.Image) -> Any:
+    return processor.apply_chat_template(
+        _conversation(image),
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+        return_tensors="pt",
+    )
+
+
+def test_other_architectures_load_with_their_real_classes(
+    other: tuple[str, Path, Any, Any],
+) -> None:
+    architecture, path, processor, model = other
+    processor_class, image_processor_prefix, model_class, _ = OTHER_ARCHITECTURES[architecture]
+    assert type(processor).__name__ == processor_class
+    assert type(processor.image_processor).__name__.startswith(image_processor_prefix)
+    assert type(model).__name__ == model_class
+    assert sum(p.stat().st_size for p in path.iterdir()) < 5_000_000
+    for name, parameter in model.named_parameters():
+        assert parameter.detach().abs().sum() > 0, f"{name} is all zeros"
+
+
+def test_other_architectures_bos_comes_from_template_or_tokenizer(
+    other: tuple[str, Path, Any, Any],
+) -> None:
+    architecture, _, processor, _ = other
+    template_writes_bos = OTHER_ARCHITECTURES[architecture][3]
+    bos = processor.tokenizer.bos_token
+    text = processor.apply_chat_template(
+        _conversation(_picture(1)), add_generation_prompt=True, tokenize=False
+    )
+    assert text.startswith(bos) is template_writes_bos
+    ids = _tokenized(processor, _picture(1))["input_ids"][0].tolist()
+    assert ids[0] == processor.tokenizer.bos_token_id
+    assert ids.count(processor.tokenizer.bos_token_id) == 1
+
+
+def test_other_architectures_know_the_labels_and_see_the_image(
+    other: tuple[str, Path, Any, Any],
+) -> None:
+    _, _, processor, model = other
+    tokenizer = processor.tokenizer
+    for label in ECG_LABELS:
+        ids = tokenizer.encode(label, add_special_tokens=False)
+        assert tokenizer.unk_token_id not in ids
+        assert len(ids) <= 4, tokenizer.convert_ids_to_tokens(ids)  # words, not bytes
+        assert tokenizer.decode(ids).strip() == label
+    with torch.no_grad():
+        first = model(**_tokenized(processor, _picture(1))).logits[0, -1]
+        other_image = model(**_tokenized(processor, _picture(4))).logits[0, -1]
+    assert torch.isfinite(first).all()
+    assert (first - other_image).abs().max() > 1e-4
+
+
+def test_idefics3_splits_images_into_crops_by_shape(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    path = tiny_vlm(tmp_path_factory.getbasetemp() / "tiny-idefics3", architecture="idefics3")
+    transformers: Any = _transformers
+    processor = transformers.AutoProcessor.from_pretrained(path)
+    # Global view + 2 x 2 crops for a 4:3 image, + 2 x 1 for a wide one.
+    landscape = _tokenized(processor, _picture(1, size=(120, 90)))["pixel_values"]
+    wide = _tokenized(processor, _picture(1, size=(200, 60)))["pixel_values"]
+    assert landscape.shape[:2] == (1, 5)
+    assert wide.shape[:2] == (1, 3)
+
+
+def test_an_unknown_architecture_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="llava"):
+        tiny_vlm(tmp_path / "m", architecture="qwen2_vl")  # type: ignore[arg-type]
+    assert not (tmp_path / "m").exists()
