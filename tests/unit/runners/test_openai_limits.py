@@ -259,9 +259,10 @@ def test_missing_logprobs_are_warned_about_once_and_label_scores_stay_empty(
     caplog.set_level(logging.WARNING, logger="medbatch.runners.openai")
     with OpenAITestServer(no_logprobs=True) as server:
         runner = OpenAICompatibleRunner(base_url=server.base_url, model="m", api_key_env=None)
-        assert runner.capabilities.label_scores
+        before = runner.capabilities.label_scores
         with runner:
             responses = list(runner.run([_constrained(f"r{i}") for i in range(5)]))
+    assert before
     assert all(r.ok and r.label_scores is None for r in responses)
     assert all(r.metadata.get("logprobs_missing") for r in responses)
     assert not runner.capabilities.label_scores
