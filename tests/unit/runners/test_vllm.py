@@ -6,8 +6,10 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import io
+import json
 import sys
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -407,3 +409,14 @@ def test_fake_matches_the_installed_vllm_api() -> None:
     runner = VLLMRunner(model=MEDGEMMA, max_model_len=4096)
     engine_args = {f.name for f in dataclasses.fields(vllm.EngineArgs)}
     assert set(runner.engine_kwargs()) <= engine_args | _parameters(vllm.LLM.__init__)
+
+
+def test_the_fakes_exceptions_follow_vllms_tree() -> None:
+    tree = json.loads(
+        resources.files("medbatch.testing").joinpath("vllm_api.json").read_text(encoding="utf-8")
+    )["exceptions"]
+    for error in fake_module.FAKE_EXCEPTIONS:
+        assert tree[error.__name__] == error.__bases__[0].__name__
+    assert not issubclass(fake_module.VLLMValidationError, ValueError | RuntimeError)
+    assert "swap_space" not in fake_module.LLM_INIT_KEYWORDS
+    assert {"priority", "tokenization_kwargs"} <= fake_module.CHAT_KEYWORDS
