@@ -36,6 +36,7 @@ from medbatch.records import (
     ImagePart,
     ImageRef,
     InferenceRequest,
+    LabelConstraint,
     TextPart,
 )
 from medbatch.runners.openai import OpenAICompatibleRunner
@@ -204,6 +205,23 @@ def test_ignored_constraint_and_logprobs_are_flagged_and_warned_once(
     messages = [r.getMessage() for r in caplog.records]
     assert sum("ignored the label constraint" in m for m in messages) == 1
     assert sum("returned no logprobs" in m for m in messages) == 1
+
+
+def test_vllm_style_constraints_are_refused_and_not_retried(served: ServedModel) -> None:
+    request = InferenceRequest(
+        record_id="a",
+        messages=(ChatMessage.text("user", "Classify."),),
+        params=PARAMS,
+        constraint=LabelConstraint(labels=("NORMAL", "POST_MI")),
+    )
+    with _runner(served, structured_outputs="vllm") as runner:
+        (response,) = runner.run([request])
+    assert response.error is not None
+    assert response.error.kind == "request_failed"
+    assert "HTTP 422" in response.error.message
+    assert "structured_outputs" in response.error.message
+    assert not response.error.retryable
+    assert response.metadata["status"] == 422
 
 
 class KillAfter(httpx.AsyncHTTPTransport):

@@ -14,10 +14,11 @@ the whole `LLM.chat` call, whatever the exception; the chunk is then split in ha
 the offending records are alone, so only they fail (`runner_error`, not retryable when vLLM
 called it a client error). An `EngineDeadError` fails the chunk at once.
 
-The calls follow the vLLM >= 0.11 API (checked against vllm-project/vllm `main`,
-`vllm/sampling_params.py` and `vllm/entrypoints/llm.py`): `StructuredOutputsParams(choice=…)`
-or `(json=…)` in `SamplingParams(structured_outputs=…)`; the pre-0.11 `guided_decoding` /
+The calls follow the vLLM >= 0.11 API: `StructuredOutputsParams(choice=…)` or `(json=…)` in
+`SamplingParams(structured_outputs=…)`; the pre-0.11 `guided_decoding` /
 `GuidedDecodingParams` were removed, and servers ignore the old `guided_choice` silently.
+`tests/unit/runners/test_vllm_wheel.py` builds them with the vLLM 0.34.0 wheel's own
+classes (see docs/concepts/checked-against-real.md).
 
 Running it for real (Linux, CUDA GPU, `pip install "medbatch[vllm]"`):
 
