@@ -259,6 +259,13 @@ class VLLMRunner(BatchRunner):
         logger.info("starting vLLM %s with %s", self._vllm_version, kwargs["model"])
         try:
             self._llm = vllm.LLM(**kwargs)
+        except TypeError as exc:
+            # EngineArgs refuses keywords it does not know (e.g. `swap_space`, gone in
+            # recent vLLM), which can only come from `engine_args`.
+            raise RunnerError(
+                f"vLLM {self._vllm_version} refused an engine argument: {exc}. Check "
+                "engine_args against this vLLM version's EngineArgs"
+            ) from exc
         except (ValueError, RuntimeError, OSError) as exc:
             raise RunnerError(
                 f"vLLM could not start {kwargs['model']}: {exc}. Check the GPU (nvidia-smi), "

@@ -329,6 +329,13 @@ def test_engine_start_failures_say_what_to_check() -> None:
             runner.start()
 
 
+def test_an_engine_argument_vllm_does_not_know_is_named() -> None:
+    with fake_vllm():
+        runner = VLLMRunner(model=MEDGEMMA, engine_args={"swap_space": 4})
+        with pytest.raises(RunnerError, match=r"refused an engine argument.*swap_space"):
+            runner.start()
+
+
 def test_registry_config_and_classify(fake: FakeVLLM) -> None:
     assert RUNNERS.get("vllm") is VLLMRunner
     config = VLLMRunnerConfig(model=MEDGEMMA, chunk_size=2)
