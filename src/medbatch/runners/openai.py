@@ -7,6 +7,13 @@ requests ──▶ encode images (threads) ──▶ semaphore(concurrency) ─�
    scores from logprobs) or a per-record `request_failed` error; the batch goes on.
 ```
 
+`timeout_s` bounds each whole attempt (connecting, sending, waiting and reading the body),
+not each read: a server that trickles a byte a second cannot hold a request open. After
+`max_connection_failures` attempts in a row get no HTTP answer at all (refused, dropped or
+timed out), the server is taken as down: the records still waiting fail at once with
+`request_failed` (retryable) instead of each spending its retries, and `retry_failed`
+sends them again once the server is back. The count restarts with every `run`.
+
 The runner owns a private event loop in a daemon thread, so it works the same from a
 script, a CLI, or a Jupyter notebook whose own loop is already running. Results stream:
 each response is yielded as soon as it arrives, batch by batch (`batch_size`, default
@@ -136,9 +143,20 @@ class OpenAICompatibleRunnerConfig(RunnerConfig):
         description="Send the key as 'Authorization: Bearer' or as 'api-key' (Azure).",
     )
     concurrency: int = Field(default=16, ge=1, le=1024, description="Requests in flight.")
-    timeout_s: float = Field(default=120.0, gt=0, description="Per-request timeout, seconds.")
+    timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Longest one attempt may take, connecting to the last byte, seconds.",
+    )
     max_retries: int = Field(
         default=4, ge=0, description="Retries of a failed request (429/5xx/timeout/bad body)."
+    )
+    max_connection_failures: int = Field(
+        default=8,
+        ge=0,
+        description="Attempts in a row with no HTTP answer (refused, dropped, timed out) "
+        "after which the server is taken as down and the remaining records fail at once; "
+        "0: never give up.",
     )
     backoff_initial_s: float = Field(
         default=0.5, ge=0, description="First backoff; doubles each retry."
@@ -202,6 +220,38 @@ class _FatalError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.status = status
+
+
+class _ServerDownError(Exception):
+    """The server stopped answering (see `_ConnectionBreaker`): the record is not sent."""
+
+
+class _ConnectionBreaker:
+    """Counts attempts in a row that got no HTTP answer; at `limit` the server is down.
+
+    Only the runner's event loop touches it, so it needs no lock. Any HTTP answer (even a
+    429 or a 500: the server is alive) resets the count.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.failures = 0
+        self.open = False
+
+    def reset(self) -> None:
+        self.failures = 0
+        self.open = False
+
+    def answered(self) -> None:
+        self.failures = 0
+
+    def failed(self) -> bool:
+        """Count one more failure; True when this one opens the breaker."""
+        self.failures += 1
+        if self.limit and not self.open and self.failures >= self.limit:
+            self.open = True
+            return True
+        return False
 
 
 class _BackoffHonouringRetryAfter(wait_base):
@@ -310,6 +360,8 @@ class OpenAICompatibleRunner(BatchRunner):
         self._semaphore: asyncio.Semaphore | None = None
         self._secret: str | None = None
         self._start_lock = threading.Lock()
+        self._breaker = _ConnectionBreaker(cfg.max_connection_failures)
+        self._warned_no_logprobs = False
 
     @classmethod
     def from_config(cls, config: RunnerConfig) -> OpenAICompatibleRunner:
@@ -384,12 +436,18 @@ class OpenAICompatibleRunner(BatchRunner):
             "concurrency": cfg.concurrency,
             "timeout_s": cfg.timeout_s,
             "max_retries": cfg.max_retries,
+            "max_connection_failures": cfg.max_connection_failures,
             "api_key_env": cfg.api_key_env,
             "max_image_side": self._max_side,
             "logprobs": cfg.logprobs,
         }
 
     # -- one batch -------------------------------------------------------------------------
+
+    def run(self, requests: Iterable[InferenceRequest]) -> Iterator[InferenceResponse]:
+        """Answer every request exactly once; a server found down earlier is tried again."""
+        self._breaker.reset()
+        return super().run(requests)
 
     def _run_batch(self, requests: Sequence[InferenceRequest]) -> Iterable[InferenceResponse]:
         self.start()
@@ -458,10 +516,36 @@ class OpenAICompatibleRunner(BatchRunner):
                     latency_s=time.perf_counter() - started,
                     metadata={"status": exc.status} if exc.status else {},
                 )
+            except _ServerDownError as exc:
+                return InferenceResponse.failure(
+                    record_id,
+                    "request_failed",
+                    str(exc),
+                    latency_s=time.perf_counter() - started,
+                    metadata={"server_down": True},
+                )
             finally:
                 self._idle.append(client)
             latency = time.perf_counter() - started
-        return self._response(request, payload, latency, attempts)
+        response = self._response(request, payload, latency, attempts)
+        if body.get("logprobs") and not _has_logprobs(payload):
+            self._no_logprobs(record_id)
+            response = response.model_copy(
+                update={"metadata": {**response.metadata, "logprobs_missing": True}}
+            )
+        return response
+
+    def _no_logprobs(self, record_id: str) -> None:
+        """The server ignored `logprobs`: say so once, and stop claiming label scores."""
+        self.capabilities = self.capabilities.model_copy(update={"label_scores": False})
+        if not self._warned_no_logprobs:
+            self._warned_no_logprobs = True
+            logger.warning(
+                "%s returned no logprobs although they were asked for (record %s): this "
+                "server does not support them, so label_scores stay empty",
+                _public_url(self.config.base_url),
+                record_id,
+            )
 
     def _render(self, messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
         return render_messages(messages, max_side=self._max_side)
@@ -485,19 +569,45 @@ class OpenAICompatibleRunner(BatchRunner):
         )
         async for attempt in retrying:
             with attempt:
+                if self._breaker.open:
+                    raise _ServerDownError(self._down_message())
                 payload = await self._post_once(client, body)
             attempts = attempt.retry_state.attempt_number
         return payload, attempts
 
+    def _down_message(self) -> str:
+        return (
+            f"not sent: {_public_url(self.config.base_url)} gave no answer to "
+            f"{self._breaker.limit} attempts in a row (server down or hung); run again with "
+            "retry_failed once it is back"
+        )
+
+    def _no_answer(self, reason: str) -> _RetryableError:
+        if self._breaker.failed():
+            logger.warning(
+                "%s gave no answer to %d attempts in a row (down or hung; last: %s): the "
+                "remaining records of this run fail without being sent. Run again with "
+                "retry_failed once it is back",
+                _public_url(self.config.base_url),
+                self._breaker.limit,
+                reason,
+            )
+        return _RetryableError(reason)
+
     async def _post_once(self, client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
         timeout = self.config.timeout_s
         try:
-            response = await client.post(self.url, json=body)
-        except httpx.TimeoutException as exc:
-            raise _RetryableError(f"no answer within {timeout:g} s ({type(exc).__name__})") from exc
+            # httpx's timeouts bound each read, so a server trickling bytes could hold the
+            # request for ever: bound the whole exchange, body included.
+            async with asyncio.timeout(timeout):
+                response = await client.post(self.url, json=body)
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            reason = f"no answer within {timeout:g} s ({type(exc).__name__})"
+            raise self._no_answer(reason) from exc
         except httpx.TransportError as exc:
             # Refused or dropped connections, and bodies cut short (RemoteProtocolError).
-            raise _RetryableError(f"connection failed: {type(exc).__name__}") from exc
+            raise self._no_answer(f"connection failed: {type(exc).__name__}") from exc
+        self._breaker.answered()
         status = response.status_code
         if status >= 400:
             reason = f"HTTP {status} from {_public_url(self.config.base_url)}: "
@@ -633,7 +743,7 @@ def completion_to_response(
         )
     choice = payload["choices"][0]
     message = choice["message"]
-    text = message.get("content")
+    text = _message_text(message.get("content"))
     if isinstance(payload.get("model"), str):
         metadata["served_model"] = payload["model"]
     if text is None and message.get("refusal"):
@@ -664,6 +774,25 @@ def completion_to_response(
         latency_s=latency_s,
         metadata=metadata,
     )
+
+
+def _message_text(content: Any) -> Any:
+    """The answer text; a list of content parts (some servers send one) has its text joined."""
+    if not isinstance(content, list):
+        return content
+    texts = [
+        part["text"]
+        for part in content
+        if isinstance(part, dict)
+        and part.get("type") == "text"
+        and isinstance(part.get("text"), str)
+    ]
+    return "".join(texts) if texts else None
+
+
+def _has_logprobs(payload: dict[str, Any]) -> bool:
+    logprobs = payload["choices"][0].get("logprobs")
+    return isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list)
 
 
 def _chat_url(base_url: str) -> str:

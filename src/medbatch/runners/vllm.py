@@ -8,14 +8,17 @@ requests ──chunk_size──▶ conversations (OpenAI format, images as data 
 
 Each chunk is one `LLM.chat` call (vLLM batches it internally with continuous batching), and
 its answers are yielded before the next chunk is read, so results stream to the run store.
-A record whose image cannot be read fails alone (`image_error`); if vLLM rejects a whole
-chunk (e.g. one prompt longer than `max_model_len`), the chunk is retried record by record
-so only the offending records fail.
+A record whose image cannot be read fails alone (`image_error`). One prompt vLLM rejects
+(e.g. longer than `max_model_len`: `VLLMValidationError`, which is not a `ValueError`) fails
+the whole `LLM.chat` call, whatever the exception; the chunk is then split in halves until
+the offending records are alone, so only they fail (`runner_error`, not retryable when vLLM
+called it a client error). An `EngineDeadError` fails the chunk at once.
 
-The calls follow the vLLM >= 0.11 API (checked against vllm-project/vllm `main`,
-`vllm/sampling_params.py` and `vllm/entrypoints/llm.py`): `StructuredOutputsParams(choice=…)`
-or `(json=…)` in `SamplingParams(structured_outputs=…)`; the pre-0.11 `guided_decoding` /
+The calls follow the vLLM >= 0.11 API: `StructuredOutputsParams(choice=…)` or `(json=…)` in
+`SamplingParams(structured_outputs=…)`; the pre-0.11 `guided_decoding` /
 `GuidedDecodingParams` were removed, and servers ignore the old `guided_choice` silently.
+`tests/unit/runners/test_vllm_wheel.py` builds them with the vLLM 0.34.0 wheel's own
+classes (see docs/concepts/checked-against-real.md).
 
 Running it for real (Linux, CUDA GPU, `pip install "medbatch[vllm]"`):
 
@@ -256,6 +259,13 @@ class VLLMRunner(BatchRunner):
         logger.info("starting vLLM %s with %s", self._vllm_version, kwargs["model"])
         try:
             self._llm = vllm.LLM(**kwargs)
+        except TypeError as exc:
+            # EngineArgs refuses keywords it does not know (e.g. `swap_space`, gone in
+            # recent vLLM), which can only come from `engine_args`.
+            raise RunnerError(
+                f"vLLM {self._vllm_version} refused an engine argument: {exc}. Check "
+                "engine_args against this vLLM version's EngineArgs"
+            ) from exc
         except (ValueError, RuntimeError, OSError) as exc:
             raise RunnerError(
                 f"vLLM could not start {kwargs['model']}: {exc}. Check the GPU (nvidia-smi), "
@@ -312,27 +322,50 @@ class VLLMRunner(BatchRunner):
         started = time.perf_counter()
         try:
             outputs = llm.chat(conversations, sampling_params=params, use_tqdm=False)
-        except (ValueError, RuntimeError, TypeError, KeyError) as exc:
-            if len(requests) == 1:
-                yield InferenceResponse.failure(
-                    requests[0].record_id,
-                    "runner_error",
-                    f"vLLM rejected this record: {type(exc).__name__}: {exc}",
-                    latency_s=time.perf_counter() - started,
-                )
+        # vLLM >= 0.27 rejects a prompt with VLLMValidationError, a VLLMError(Exception) and
+        # not a ValueError; chat templates raise jinja2 errors. Whatever the type, one bad
+        # prompt fails the whole call, so any exception is isolated below.
+        except Exception as exc:
+            latency = time.perf_counter() - started
+            if len(requests) == 1 or _is_engine_dead(exc):
+                yield from self._failed(requests, exc, latency)
                 return
+            # Halves, not singles: one bad record in 256 costs ~16 calls, and the good
+            # records are still generated in large batches.
+            half = len(requests) // 2
             logger.warning(
-                "vLLM rejected a chunk of %d (%s); retrying record by record", len(requests), exc
+                "vLLM rejected a chunk of %d (%s: %s); splitting it to isolate the record",
+                len(requests),
+                type(exc).__name__,
+                exc,
             )
-            for one in range(len(requests)):
-                yield from self._generate(
-                    requests[one : one + 1], conversations[one : one + 1], params[one : one + 1]
-                )
+            yield from self._generate(requests[:half], conversations[:half], params[:half])
+            yield from self._generate(requests[half:], conversations[half:], params[half:])
             return
         # Offline batching has no per-request clock: each record gets its share of the call.
         latency = (time.perf_counter() - started) / len(requests)
         for request, output in zip(requests, outputs, strict=True):
             yield self._response(request, output, latency)
+
+    @staticmethod
+    def _failed(
+        requests: Sequence[InferenceRequest], exc: Exception, latency: float
+    ) -> Iterator[InferenceResponse]:
+        if _is_engine_dead(exc):
+            message = f"the vLLM engine died: {type(exc).__name__}: {exc}"
+            retryable = True
+        else:
+            message = f"vLLM rejected this record: {type(exc).__name__}: {exc}"
+            # A request vLLM refuses (too long, too many images) is refused again.
+            retryable = not _is_a(exc, "VLLMClientError")
+        for request in requests:
+            yield InferenceResponse.failure(
+                request.record_id,
+                "runner_error",
+                message,
+                retryable=retryable,
+                latency_s=latency / len(requests),
+            )
 
     def _conversation(self, request: InferenceRequest) -> list[dict[str, Any]]:
         messages = fold_system_messages(request.messages) if self._fold else request.messages
@@ -391,6 +424,15 @@ class VLLMRunner(BatchRunner):
             label_scores=label_scores,
             latency_s=latency,
         )
+
+
+def _is_a(exc: BaseException, class_name: str) -> bool:
+    """Whether `exc` is an instance of vLLM's class of that name (no vLLM import needed)."""
+    return any(cls.__name__ == class_name for cls in type(exc).__mro__)
+
+
+def _is_engine_dead(exc: BaseException) -> bool:
+    return _is_a(exc, "EngineDeadError")
 
 
 def _openai_logprobs(completion: Any) -> list[dict[str, Any]]:

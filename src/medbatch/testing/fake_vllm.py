@@ -4,9 +4,12 @@ vLLM needs a CUDA GPU and cannot be installed in CI, so `VLLMRunner` is tested a
 stand-in. It is strict where the real engine is: unknown keyword arguments are a
 `TypeError`, `StructuredOutputsParams` needs exactly one constraint, conversations must be
 OpenAI chat messages with `text` / `image_url` parts, `file://` images need
-`allowed_local_media_path`. The keyword names are those of vLLM 0.33 (`vllm/sampling_params.py`
-and `vllm/entrypoints/llm.py` on vllm-project/vllm `main`); where the real `vllm` is
-importable, `tests/unit/runners/test_vllm.py` checks these names against it.
+`allowed_local_media_path`, a prompt over `max_model_len` fails the whole `chat` call with
+vLLM's `VLLMValidationError` (a `VLLMError`, not a `ValueError`). The accepted keywords and
+the exception tree are read from the real vLLM wheel (`vllm_api.json`, written by
+`tests/unit/runners/vllm_probe.py --snapshot`); `tests/unit/runners/test_vllm_wheel.py`
+checks them against the wheel, and runs the fake with vLLM's own `SamplingParams`,
+`StructuredOutputsParams` and exceptions (`FakeVLLM(sampling_params=…, exceptions=…)`).
 
 ```python
 with fake_vllm() as fake:
@@ -20,6 +23,7 @@ fake.chat_calls[0].sampling_params[0]    # a SamplingParams with .structured_out
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sys
@@ -28,6 +32,7 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
@@ -35,131 +40,105 @@ from urllib.parse import unquote, urlsplit
 from medbatch.testing.answers import last_label_named
 
 __all__ = [
+    "CHAT_KEYWORDS",
+    "FAKE_EXCEPTIONS",
+    "LLM_INIT_KEYWORDS",
     "SAMPLING_PARAMS_KEYWORDS",
+    "VLLM_VERSION",
     "ChatCall",
     "CompletionOutput",
+    "EngineDeadError",
     "FakeLLM",
     "FakeVLLM",
     "Logprob",
     "RequestOutput",
     "SamplingParams",
     "StructuredOutputsParams",
+    "VLLMClientError",
+    "VLLMError",
+    "VLLMServerError",
+    "VLLMValidationError",
     "fake_vllm",
 ]
 
-SAMPLING_PARAMS_KEYWORDS: frozenset[str] = frozenset(
-    {
-        "n",
-        "presence_penalty",
-        "frequency_penalty",
-        "repetition_penalty",
-        "temperature",
-        "top_p",
-        "top_k",
-        "min_p",
-        "seed",
-        "stop",
-        "stop_token_ids",
-        "ignore_eos",
-        "max_tokens",
-        "min_tokens",
-        "logprobs",
-        "prompt_logprobs",
-        "logprob_token_ids",
-        "flat_logprobs",
-        "detokenize",
-        "skip_special_tokens",
-        "spaces_between_special_tokens",
-        "include_stop_str_in_output",
-        "output_kind",
-        "structured_outputs",
-        "logit_bias",
-        "allowed_token_ids",
-        "extra_args",
-        "bad_words",
-        "thinking_token_budget",
-        "repetition_detection",
-    }
+_API: dict[str, Any] = json.loads(
+    resources.files("medbatch.testing").joinpath("vllm_api.json").read_text(encoding="utf-8")
 )
-"""`SamplingParams` keywords of vLLM 0.33. Not `guided_decoding` (removed in 0.11) nor
+"""Facts read from the real vLLM wheel by `tests/unit/runners/vllm_probe.py --snapshot`
+(`scripts/fetch_vllm_wheel.sh` fetches it); a test checks they still match the wheel."""
+
+VLLM_VERSION: str = _API["vllm_version"]
+"""The vLLM release the fake follows."""
+
+SAMPLING_PARAMS_KEYWORDS: frozenset[str] = frozenset(_API["sampling_params"])
+"""`SamplingParams` fields (the public ones). Not `guided_decoding` (removed in 0.11) nor
 `best_of` (removed with the V0 engine)."""
 
 STRUCTURED_OUTPUTS_CONSTRAINTS = ("json", "regex", "choice", "grammar", "json_object")
-STRUCTURED_OUTPUTS_OPTIONS = (
-    "disable_any_whitespace",
-    "disable_additional_properties",
-    "whitespace_pattern",
-    "structural_tag",
+STRUCTURED_OUTPUTS_OPTIONS = tuple(
+    name for name in _API["structured_outputs_params"] if name not in STRUCTURED_OUTPUTS_CONSTRAINTS
 )
 
-LLM_INIT_KEYWORDS: frozenset[str] = frozenset(
-    {
-        "model",
-        "runner",
-        "convert",
-        "tokenizer",
-        "tokenizer_mode",
-        "skip_tokenizer_init",
-        "trust_remote_code",
-        "allowed_local_media_path",
-        "allowed_media_domains",
-        "tensor_parallel_size",
-        "pipeline_parallel_size",
-        "data_parallel_size",
-        "dtype",
-        "quantization",
-        "revision",
-        "tokenizer_revision",
-        "seed",
-        "gpu_memory_utilization",
-        "kv_cache_memory_bytes",
-        "swap_space",
-        "cpu_offload_gb",
-        "enforce_eager",
-        "disable_custom_all_reduce",
-        "hf_token",
-        "hf_overrides",
-        "mm_processor_kwargs",
-        "mm_processor_cache_gb",
-        "pooler_config",
-        "compilation_config",
-        "structured_outputs_config",
-        "max_model_len",
-        "max_num_seqs",
-        "max_num_batched_tokens",
-        "max_logprobs",
-        "logprobs_mode",
-        "limit_mm_per_prompt",
-        "enable_prefix_caching",
-        "enable_chunked_prefill",
-        "kv_cache_dtype",
-        "download_dir",
-        "load_format",
-        "generation_config",
-        "override_generation_config",
-        "disable_log_stats",
-        "distributed_executor_backend",
-        "enable_lora",
-        "max_lora_rank",
-    }
-)
-"""`vllm.LLM(...)` keywords medbatch may pass (a subset of `EngineArgs`)."""
+LLM_INIT_KEYWORDS: frozenset[str] = (
+    frozenset(_API["engine_args"]) | frozenset(_API["llm_init"])
+) - {"model"}
+"""`vllm.LLM(model, ...)` keywords: its own, and through `**kwargs` every `EngineArgs` field
+(anything else is a `TypeError` from `EngineArgs`; `swap_space` is not one any more)."""
 
-CHAT_KEYWORDS: frozenset[str] = frozenset(
-    {
-        "sampling_params",
-        "use_tqdm",
-        "lora_request",
-        "chat_template",
-        "chat_template_content_format",
-        "add_generation_prompt",
-        "continue_final_message",
-        "tools",
-        "chat_template_kwargs",
-        "mm_processor_kwargs",
-    }
-)
+CHAT_KEYWORDS: frozenset[str] = frozenset(_API["llm_chat"]) - {"messages"}
 """`LLM.chat` keywords after `messages`."""
+
+
+class VLLMError(Exception):
+    """`vllm.exceptions.VLLMError`: the base of vLLM's own errors (not a `ValueError`)."""
+
+
+class VLLMClientError(VLLMError):
+    """`vllm.exceptions.VLLMClientError`: caused by the request (HTTP 4xx in the server)."""
+
+
+class VLLMServerError(VLLMError):
+    """`vllm.exceptions.VLLMServerError`: caused by the engine (HTTP 5xx in the server)."""
+
+
+class VLLMValidationError(VLLMClientError):
+    """`vllm.exceptions.VLLMValidationError`: e.g. a prompt longer than `max_model_len`."""
+
+    def __init__(self, message: str, *, parameter: str | None = None, value: Any = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+        self.value = value
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        extras = []
+        if self.parameter is not None:
+            extras.append(f"parameter={self.parameter}")
+        if self.value is not None:
+            extras.append(f"value={self.value}")
+        return f"{base} ({', '.join(extras)})" if extras else base
+
+
+class EngineDeadError(VLLMServerError):
+    """`vllm.v1.engine.exceptions.EngineDeadError`: the engine core died; unrecoverable."""
+
+    ENGINE_DEAD_MESSAGE = (
+        "EngineCore encountered an issue. See stack trace (above) for the root cause."
+    )
+
+    def __init__(self, *args: Any, suppress_context: bool = False, **kwargs: Any) -> None:
+        super().__init__(self.ENGINE_DEAD_MESSAGE, *args, **kwargs)
+        self.__suppress_context__ = suppress_context
+
+
+FAKE_EXCEPTIONS: tuple[type[VLLMError], ...] = (
+    VLLMError,
+    VLLMClientError,
+    VLLMServerError,
+    VLLMValidationError,
+    EngineDeadError,
+)
+"""The part of vLLM's exception tree the fake raises (checked against the wheel's)."""
 
 _DTYPES = frozenset({"auto", "half", "float16", "bfloat16", "float", "float32"})
 _ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
@@ -280,11 +259,11 @@ class ChatCall:
     """One recorded `LLM.chat` call."""
 
     conversations: list[list[dict[str, Any]]]
-    sampling_params: list[SamplingParams]
+    sampling_params: list[Any]
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-AnswerFn = Callable[[list[dict[str, Any]], SamplingParams], str]
+AnswerFn = Callable[[list[dict[str, Any]], Any], str]
 """`answer(conversation, params) -> text`."""
 
 
@@ -318,18 +297,20 @@ class FakeLLM:
     def chat(
         self,
         messages: Sequence[Mapping[str, Any]] | Sequence[Sequence[Mapping[str, Any]]],
-        sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        sampling_params: Any = None,
         use_tqdm: bool | Callable[..., Any] = True,
-        lora_request: Any = None,
-        chat_template: str | None = None,
-        chat_template_content_format: str = "auto",
-        add_generation_prompt: bool = True,
-        continue_final_message: bool = False,
-        tools: list[dict[str, Any]] | None = None,
-        chat_template_kwargs: dict[str, Any] | None = None,
-        mm_processor_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> list[RequestOutput]:
-        """`LLM.chat`: one conversation or a list of them; one params object or one each."""
+        """`LLM.chat`: one conversation or a list of them; one params object or one each.
+
+        Raises:
+            VLLMValidationError: A prompt is longer than `max_model_len`, or `fail_on`
+                rejects it (the whole call fails, as in vLLM).
+        """
+        unknown = set(kwargs) - CHAT_KEYWORDS
+        if unknown:
+            raise TypeError(f"LLM.chat got unexpected keyword arguments {sorted(unknown)}")
+        params_class = self.fake.sampling_params_class
         items: list[Any] = list(messages)
         conversations: list[list[dict[str, Any]]]
         if items and isinstance(items[0], Mapping):
@@ -337,8 +318,8 @@ class FakeLLM:
         else:
             conversations = [[dict(m) for m in conv] for conv in items]
         if sampling_params is None:
-            params = [SamplingParams()] * len(conversations)
-        elif isinstance(sampling_params, SamplingParams):
+            params = [params_class()] * len(conversations)
+        elif isinstance(sampling_params, params_class):
             params = [sampling_params] * len(conversations)
         else:
             params = list(sampling_params)
@@ -348,19 +329,9 @@ class FakeLLM:
                     f"({len(conversations)} != {len(params)})"
                 )
         for item in params:
-            if not isinstance(item, SamplingParams):
+            if not isinstance(item, params_class):
                 raise TypeError(f"sampling_params must be SamplingParams, got {type(item)}")
-        call_kwargs = {
-            "use_tqdm": use_tqdm,
-            "lora_request": lora_request,
-            "chat_template": chat_template,
-            "chat_template_content_format": chat_template_content_format,
-            "add_generation_prompt": add_generation_prompt,
-            "continue_final_message": continue_final_message,
-            "tools": tools,
-            "chat_template_kwargs": chat_template_kwargs,
-            "mm_processor_kwargs": mm_processor_kwargs,
-        }
+        call_kwargs = {"use_tqdm": use_tqdm, **kwargs}
         self.fake.chat_calls.append(ChatCall(conversations, params, call_kwargs))
         for conversation in conversations:
             self._check_conversation(conversation)
@@ -392,11 +363,32 @@ class FakeLLM:
                     images += 1
                 else:
                     raise ValueError(f"unsupported content part type {kind!r}")
-        if self.fake.fail_on is not None and self.fake.fail_on(conversation):
-            raise ValueError("the fake engine was told to reject this prompt")
+        self._check_limits(conversation, images)
+
+    def _check_limits(self, conversation: list[dict[str, Any]], images: int) -> None:
+        errors = self.fake.exceptions
+        verdict = self.fake.fail_on(conversation) if self.fake.fail_on is not None else False
+        if isinstance(verdict, BaseException):
+            raise verdict
+        if verdict:
+            raise errors.VLLMValidationError("the fake engine was told to reject this prompt")
         limit = (self.kwargs.get("limit_mm_per_prompt") or {}).get("image")
         if limit is not None and images > limit:
-            raise ValueError(f"At most {limit} image(s) may be provided in one prompt")
+            raise errors.VLLMValidationError(
+                f"At most {limit} image(s) may be provided in one prompt",
+                parameter="limit_mm_per_prompt",
+                value=images,
+            )
+        max_len = self.kwargs.get("max_model_len")
+        length = sum(_prompt_size(message) for message in conversation)
+        if max_len is not None and length >= max_len:
+            # vLLM's own message (v1/engine/input_processor.py), for a prompt that leaves
+            # no room for even one answer token.
+            raise errors.VLLMValidationError(
+                f"The decoder prompt (length {length}) is longer than the maximum model length "
+                f"of {max_len}. Make sure that `max_model_len` is no smaller than the number of "
+                "text tokens plus multimodal tokens."
+            )
 
     def _check_image_url(self, image_url: Any) -> None:
         if not isinstance(image_url, dict) or not isinstance(image_url.get("url"), str):
@@ -418,9 +410,7 @@ class FakeLLM:
             return
         raise ValueError(f"unsupported image URL {url[:40]!r}")
 
-    def _answer(
-        self, conversation: list[dict[str, Any]], params: SamplingParams, index: int
-    ) -> RequestOutput:
+    def _answer(self, conversation: list[dict[str, Any]], params: Any, index: int) -> RequestOutput:
         fake = self.fake
         text = fake.answer(conversation, params) if fake.answer is not None else _DEFAULT_ANSWER
         labels: tuple[str, ...] = ()
@@ -500,10 +490,15 @@ class FakeVLLM:
             first label).
         system_role: False makes a `system` message an error, like chat templates of models
             without a system role.
-        fail_on: `fail_on(conversation) -> bool`: reject the whole `chat` call (as vLLM does
-            for one over-long prompt) when any conversation matches.
+        fail_on: `fail_on(conversation) -> bool | exception`: reject the whole `chat` call
+            when any conversation matches, as vLLM does for one over-long prompt: True
+            raises `VLLMValidationError`, an exception is raised as it is (e.g.
+            `EngineDeadError()`).
         fail_init: An exception `LLM(...)` raises (e.g. out of GPU memory).
         version: `vllm.__version__`.
+        sampling_params: The real `vllm.sampling_params` module to use instead of the
+            fake's `SamplingParams` / `StructuredOutputsParams` (tests that have the wheel).
+        exceptions: The real `vllm.exceptions` module, whose classes the fake then raises.
 
     Attributes:
         inits: The keyword arguments of every `LLM(...)`.
@@ -516,9 +511,11 @@ class FakeVLLM:
         answer: AnswerFn | None = None,
         *,
         system_role: bool = True,
-        fail_on: Callable[[list[dict[str, Any]]], bool] | None = None,
+        fail_on: Callable[[list[dict[str, Any]]], bool | BaseException] | None = None,
         fail_init: Exception | None = None,
-        version: str = "0.33.0",
+        version: str = VLLM_VERSION,
+        sampling_params: types.ModuleType | None = None,
+        exceptions: types.ModuleType | None = None,
     ) -> None:
         self.answer = answer
         self.system_role = system_role
@@ -531,19 +528,35 @@ class FakeVLLM:
         self.module.__version__ = version  # type: ignore[attr-defined]
         self.module.LLM = llm_class  # type: ignore[attr-defined]
         self.module.SamplingParams = SamplingParams  # type: ignore[attr-defined]
-        sampling = types.ModuleType("vllm.sampling_params")
-        sampling.SamplingParams = SamplingParams  # type: ignore[attr-defined]
-        sampling.StructuredOutputsParams = StructuredOutputsParams  # type: ignore[attr-defined]
+        sampling = sampling_params
+        if sampling is None:
+            sampling = types.ModuleType("vllm.sampling_params")
+            sampling.SamplingParams = SamplingParams  # type: ignore[attr-defined]
+            sampling.StructuredOutputsParams = StructuredOutputsParams  # type: ignore[attr-defined]
+        self.sampling_params_class: type[Any] = sampling.SamplingParams
+        self.module.SamplingParams = self.sampling_params_class  # type: ignore[attr-defined]
+        errors = exceptions
+        if errors is None:
+            errors = types.ModuleType("vllm.exceptions")
+            for error in FAKE_EXCEPTIONS:
+                setattr(errors, error.__name__, error)
+        self.exceptions = errors
         outputs = types.ModuleType("vllm.outputs")
         outputs.RequestOutput = RequestOutput  # type: ignore[attr-defined]
         outputs.CompletionOutput = CompletionOutput  # type: ignore[attr-defined]
         self.module.sampling_params = sampling  # type: ignore[attr-defined]
         self.module.outputs = outputs  # type: ignore[attr-defined]
+        self.module.exceptions = errors  # type: ignore[attr-defined]
         self.modules = {
             "vllm": self.module,
             "vllm.sampling_params": sampling,
             "vllm.outputs": outputs,
+            "vllm.exceptions": errors,
         }
+        if exceptions is None:
+            engine_errors = types.ModuleType("vllm.v1.engine.exceptions")
+            engine_errors.EngineDeadError = EngineDeadError  # type: ignore[attr-defined]
+            self.modules["vllm.v1.engine.exceptions"] = engine_errors
 
     @contextmanager
     def installed(self) -> Iterator[FakeVLLM]:

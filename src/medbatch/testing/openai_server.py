@@ -16,6 +16,7 @@ request ──▶ count (refuse past max_requests) ──▶ record body ──�
             "429"     → HTTP 429, `Retry-After: retry_after_s` when set
             "500" …   → that HTTP status (any 3-digit code)
             timeout   → no answer for `hang_s`, then the connection is dropped
+            trickle   → HTTP 200 headers, then the body one byte every `trickle_s`
             garbage   → HTTP 200 whose body is not JSON
             truncated → HTTP 200 whose body stops half-way (Content-Length says more)
 ```
@@ -47,7 +48,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 
-from medbatch.batch_jsonl import constraint_from_body
 from medbatch.records import (
     ChatMessage,
     GenerationParams,
@@ -66,6 +66,7 @@ __all__ = ["DEFAULT_FAULTS", "AnswerFn", "BackendFn", "OpenAITestServer", "reque
 logger = logging.getLogger(__name__)
 
 DEFAULT_FAULTS: tuple[str, ...] = ("429", "500", "timeout", "garbage", "truncated")
+_SLOW_FAULTS = frozenset({"timeout", "trickle"})
 """Fault kinds drawn (uniformly) when a request is picked to fail."""
 
 AnswerFn = Callable[[dict[str, Any]], str]
@@ -120,7 +121,73 @@ def request_from_body(body: Mapping[str, Any], record_id: str = "request") -> In
         record_id=record_id,
         messages=tuple(messages),
         params=params,
-        constraint=constraint_from_body(body),
+        constraint=_label_constraint(_read_constraint(body)),
+    )
+
+
+class _Constraint:
+    """What a constrained decoder is asked for: one of `labels`, bare or as a JSON object."""
+
+    def __init__(
+        self,
+        labels: tuple[str, ...],
+        *,
+        bare: bool,
+        fields: tuple[str, ...],
+        response_format: bool = False,
+    ) -> None:
+        self.labels = labels
+        self.bare = bare  # vLLM `choice`: the answer is the label itself
+        self.fields = fields  # JSON answers: the object's properties, in schema order
+        self.response_format = response_format
+
+
+def _read_constraint(body: Mapping[str, Any]) -> _Constraint | None:
+    """The constraint in a body, the way vLLM and OpenAI read theirs.
+
+    vLLM: `structured_outputs` with `choice` (a list of strings) or `json` (a schema).
+    OpenAI: `response_format` `{"type": "json_schema", "json_schema": {"schema": ...}}`.
+    Only schemas whose `label` property is a string enum are understood: the answer is then
+    an object with those properties.
+    """
+    structured = body.get("structured_outputs")
+    if isinstance(structured, dict):
+        choice = structured.get("choice")
+        if isinstance(choice, list) and choice and all(isinstance(c, str) for c in choice):
+            return _Constraint(tuple(choice), bare=True, fields=())
+        if isinstance(structured.get("json"), dict):
+            return _schema_constraint(structured["json"])
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        spec = response_format.get("json_schema")
+        if isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
+            return _schema_constraint(spec["schema"], response_format=True)
+    return None
+
+
+def _schema_constraint(
+    schema: Mapping[str, Any], *, response_format: bool = False
+) -> _Constraint | None:
+    properties = schema.get("properties")
+    if not isinstance(properties, dict) or not isinstance(properties.get("label"), dict):
+        return None
+    enum = properties["label"].get("enum")
+    if not isinstance(enum, list) or not enum or not all(isinstance(e, str) for e in enum):
+        return None
+    return _Constraint(
+        tuple(enum), bare=False, fields=tuple(properties), response_format=response_format
+    )
+
+
+def _label_constraint(constraint: _Constraint | None) -> LabelConstraint | None:
+    """The `LabelConstraint` a backend runner honours, for what the body asked."""
+    if constraint is None:
+        return None
+    if constraint.bare or (constraint.response_format and set(constraint.fields) == {"label"}):
+        # OpenAI has no choice constraint: choice mode travels as a label-only JSON object.
+        return LabelConstraint(labels=constraint.labels, mode="choice")
+    return LabelConstraint(
+        labels=constraint.labels, mode="json", reasoning="reasoning" in constraint.fields
     )
 
 
@@ -131,12 +198,12 @@ def _image_ref(url: str) -> ImageRef:
     return ImageRef.from_bytes(base64.b64decode(match["data"]), media_type=match["media"])
 
 
-def _coerce(text: str, constraint: LabelConstraint, *, choice: bool) -> str:
+def _coerce(text: str, constraint: _Constraint) -> str:
     """What a constrained decoder would have produced: the label the text names."""
     stripped = text.strip()
-    if choice and stripped in constraint.labels:
+    if constraint.bare and stripped in constraint.labels:
         return stripped
-    if not choice:
+    if not constraint.bare:
         try:
             payload = json.loads(stripped)
         except json.JSONDecodeError:
@@ -144,10 +211,9 @@ def _coerce(text: str, constraint: LabelConstraint, *, choice: bool) -> str:
         if isinstance(payload, dict) and payload.get("label") in constraint.labels:
             return stripped
     label = last_label_named(text, constraint.labels) or constraint.labels[0]
-    if choice:
+    if constraint.bare:
         return label
-    answer = {"reasoning": "", "label": label} if constraint.reasoning else {"label": label}
-    return json.dumps(answer)
+    return json.dumps({name: label if name == "label" else "" for name in constraint.fields})
 
 
 def _redact_images(body: Any) -> Any:
@@ -185,6 +251,9 @@ class OpenAITestServer:
             are serialised) or a `FunctionRunner`-style function.
         retry_after_s: Send `Retry-After` with this many seconds on 429 answers.
         hang_s: How long a `timeout` fault holds the connection before dropping it.
+        trickle_s: Seconds between the bytes of a `trickle` answer (whose body is a
+            complete, valid answer when it finally arrives).
+        no_logprobs: Never return `logprobs`, even when asked (a server that ignores them).
         script: Outcomes of the first arrivals, in arrival order (`"ok"` or a fault kind);
             the random schedule applies after it.
         api_key: Require `Authorization: Bearer <api_key>` (or `api-key: <api_key>`);
@@ -214,6 +283,8 @@ class OpenAITestServer:
         backend: BatchRunner | BackendFn | None = None,
         retry_after_s: float | None = None,
         hang_s: float = 30.0,
+        trickle_s: float = 1.0,
+        no_logprobs: bool = False,
         script: Sequence[str] | None = None,
         api_key: str | None = None,
         model: str = "medbatch-test",
@@ -222,7 +293,7 @@ class OpenAITestServer:
     ) -> None:
         if not 0.0 <= fault_rate <= 1.0:
             raise ValueError("fault_rate must be between 0 and 1")
-        known = {"timeout", "garbage", "truncated"}
+        known = {"timeout", "trickle", "garbage", "truncated"}
         for fault in (*faults, *(script or ())):
             if fault not in known and fault != "ok" and not re.fullmatch(r"[1-5]\d\d", fault):
                 raise ValueError(f"unknown fault {fault!r}: use an HTTP status or {sorted(known)}")
@@ -238,6 +309,8 @@ class OpenAITestServer:
         self.backend = backend
         self.retry_after_s = retry_after_s
         self.hang_s = hang_s
+        self.trickle_s = trickle_s
+        self.no_logprobs = no_logprobs
         self.script = tuple(script or ())
         self.model = model
         self.max_lifetime_s = max_lifetime_s
@@ -354,13 +427,10 @@ class OpenAITestServer:
         """The JSON of a successful answer."""
         if self.drop_images:
             body = _without_images(body)
-        constraint = constraint_from_body(body)
-        choice_mode = isinstance(body.get("structured_outputs"), dict) and isinstance(
-            body["structured_outputs"].get("choice"), list
-        )
+        constraint = _read_constraint(body)
         text, finish_reason, from_model = self._answer_text(body, index)
         if constraint is not None and not self.ignore_response_format:
-            text = _coerce(text, constraint, choice=choice_mode)
+            text = _coerce(text, constraint)
         tokens = _TOKEN_PATTERN.findall(text)
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         # A backend model already honoured max_tokens in its own tokens; re-cutting its text
@@ -370,9 +440,9 @@ class OpenAITestServer:
             text = "".join(tokens)
             finish_reason = "length"
         logprobs = None
-        if body.get("logprobs"):
+        if body.get("logprobs") and not self.no_logprobs:
             top_k = int(body.get("top_logprobs") or 0)
-            labels = constraint.labels if constraint is not None else ()
+            labels: tuple[str, ...] = constraint.labels if constraint is not None else ()
             logprobs = {"content": [_token_logprobs(token, labels, top_k) for token in tokens]}
         prompt_tokens = _prompt_tokens(body)
         return {
@@ -537,6 +607,19 @@ def _make_handler(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
                 self._send_json(200, payload)
             elif outcome == "timeout":
                 server._stopping.wait(server.hang_s)
+                self.close_connection = True
+            elif outcome == "trickle":
+                data = json.dumps(server._completion(body, index)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.flush()
+                for offset in range(len(data)):
+                    if server._stopping.wait(server.trickle_s):
+                        break
+                    self.wfile.write(data[offset : offset + 1])
+                    self.wfile.flush()
                 self.close_connection = True
             elif outcome == "garbage":
                 self._send_raw(200, b'{"id": "chatcmpl-garbage", "choices": [{"mess')

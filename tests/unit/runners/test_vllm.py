@@ -6,14 +6,17 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import io
+import json
 import sys
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
+import medbatch.testing.fake_vllm as fake_module
 from medbatch import ListDataset, Record, classify, get_task
 from medbatch.errors import ConfigError, MissingDependencyError, RunnerError
 from medbatch.records import (
@@ -27,7 +30,6 @@ from medbatch.records import (
 )
 from medbatch.registry import RUNNERS
 from medbatch.runners.vllm import VLLMRunner, VLLMRunnerConfig, fold_system_messages
-from medbatch.testing import fake_vllm as fake_module
 from medbatch.testing.contracts import RunnerContract, make_request
 from medbatch.testing.fake_vllm import FakeVLLM, SamplingParams, StructuredOutputsParams, fake_vllm
 
@@ -51,7 +53,7 @@ def fake() -> Iterator[FakeVLLM]:
 
 def test_engine_is_built_with_the_configured_kwargs(fake: FakeVLLM) -> None:
     with VLLMRunner(model=MEDGEMMA, max_model_len=4096, gpu_memory_utilization=0.8) as runner:
-        assert runner.describe()["vllm_version"] == "0.33.0"
+        assert runner.describe()["vllm_version"] == fake_module.VLLM_VERSION
     (kwargs,) = fake.inits
     assert kwargs["model"] == MEDGEMMA
     assert kwargs["dtype"] == "bfloat16"
@@ -176,19 +178,119 @@ def test_a_bad_image_fails_alone_and_is_not_sent(fake: FakeVLLM) -> None:
     assert len(fake.chat_calls[0].conversations) == 1
 
 
-def test_a_rejected_chunk_is_retried_record_by_record() -> None:
-    def poisoned(conversation: list[dict[str, Any]]) -> bool:
-        return any("poison" in str(m["content"]) for m in conversation)
+def _poison(record_id: str = "poison") -> InferenceRequest:
+    return _request(record_id).model_copy(
+        update={"messages": (ChatMessage.text("user", "poison prompt"),)}
+    )
 
-    poison = _request("poison")
-    poison = poison.model_copy(update={"messages": (ChatMessage.text("user", "poison prompt"),)})
-    with fake_vllm(fail_on=poisoned) as fake, VLLMRunner(model=MEDGEMMA) as runner:
-        responses = {r.record_id: r for r in runner.run([_request("a"), poison, _request("b")])}
+
+def _poisoned(conversation: list[dict[str, Any]]) -> bool:
+    return any("poison" in str(m["content"]) for m in conversation)
+
+
+def test_a_rejected_chunk_is_split_until_the_bad_record_is_alone() -> None:
+    requests = [_request("a"), _poison(), _request("b")]
+    with fake_vllm(fail_on=_poisoned) as fake, VLLMRunner(model=MEDGEMMA) as runner:
+        responses = {r.record_id: r for r in runner.run(requests)}
     assert responses["a"].ok
     assert responses["b"].ok
-    assert responses["poison"].error is not None
-    assert "rejected" in responses["poison"].error.message
-    assert [len(c.conversations) for c in fake.chat_calls] == [3, 1, 1, 1]
+    error = responses["poison"].error
+    assert error is not None
+    assert error.kind == "runner_error"
+    assert "VLLMValidationError" in error.message
+    assert not error.retryable  # vLLM refuses the same prompt again
+    # [a, poison, b] fails; [a] answers; [poison, b] fails; [poison] fails, [b] answers.
+    assert [len(c.conversations) for c in fake.chat_calls] == [3, 1, 2, 1, 1]
+
+
+def test_one_prompt_over_max_model_len_fails_alone_in_a_chunk_of_256() -> None:
+    long = _request("long").model_copy(
+        update={"messages": (ChatMessage.text("user", "word " * 5000),)}
+    )
+    requests = [_request(f"r{i}") for i in range(255)]
+    requests.insert(137, long)
+    with fake_vllm() as fake, VLLMRunner(model=MEDGEMMA, max_model_len=4096) as runner:
+        responses = {r.record_id: r for r in runner.run(requests)}
+    assert len(responses) == 256
+    failed = {record_id for record_id, r in responses.items() if not r.ok}
+    assert failed == {"long"}
+    error = responses["long"].error
+    assert error is not None
+    assert "longer than the maximum model length of 4096" in error.message
+    # Halving: ~2 calls per level of a 256-record chunk, not 257 single-record calls.
+    assert len(fake.chat_calls) <= 2 * 8 + 1
+    answered = sum(
+        len(c.conversations) for c in fake.chat_calls if "word word" not in str(c.conversations)
+    )
+    assert answered == 255  # every good record was generated exactly once
+
+
+class TemplateError(Exception):
+    """Like jinja2's: a chat template's `raise_exception`, neither ValueError nor VLLMError."""
+
+
+def test_any_exception_from_chat_is_isolated_and_stays_retryable() -> None:
+    def odd(conversation: list[dict[str, Any]]) -> bool | BaseException:
+        return (
+            TemplateError("Conversation roles must alternate") if _poisoned(conversation) else False
+        )
+
+    with fake_vllm(fail_on=odd), VLLMRunner(model=MEDGEMMA) as runner:
+        responses = {r.record_id: r for r in runner.run([_request("a"), _poison()])}
+    assert responses["a"].ok
+    error = responses["poison"].error
+    assert error is not None
+    assert "TemplateError: Conversation roles must alternate" in error.message
+    assert error.retryable
+
+
+def test_a_dead_engine_fails_the_chunk_without_splitting_it() -> None:
+    with (
+        fake_vllm(fail_on=lambda conversation: fake_module.EngineDeadError()) as fake,
+        VLLMRunner(model=MEDGEMMA, chunk_size=4) as runner,
+    ):
+        responses = list(runner.run(_request(f"r{i}") for i in range(8)))
+    assert len(fake.chat_calls) == 2
+    assert all(r.error is not None and "engine died" in r.error.message for r in responses)
+    assert all(r.error is not None and r.error.retryable for r in responses)
+
+
+def test_retry_failed_resends_only_the_bad_record(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG")
+    image = ImageRef.from_bytes(buffer.getvalue())
+    records = [Record(id=f"r{i}", image=image, label="POST_MI") for i in range(6)]
+
+    # The ECG prompt does not name the record: tag r3's conversation so the engine rejects
+    # it, until the tag is lifted before the retry.
+    with fake_vllm(lambda conversation, params: "FINAL CLASSIFICATION: POST_MI") as fake:
+        runner = VLLMRunner(model=MEDGEMMA)
+        rejected = {"r3"}
+        original = runner._conversation
+
+        def tagged(request: InferenceRequest) -> list[dict[str, Any]]:
+            conversation = original(request)
+            if request.record_id in rejected:
+                conversation[0]["content"].append({"type": "text", "text": "poison"})
+            return conversation
+
+        runner._conversation = tagged  # type: ignore[method-assign]
+        fake.fail_on = _poisoned
+        first = classify(ListDataset(records), get_task("ecg"), runner, store=tmp_path / "run")
+        assert (first.predictions["status"] == "error").sum() == 1
+        calls_before = len(fake.chat_calls)
+        rejected.clear()
+        second = classify(
+            ListDataset(records),
+            get_task("ecg"),
+            runner,
+            store=tmp_path / "run",
+            retry_failed=True,
+        )
+    resent = [len(call.conversations) for call in fake.chat_calls[calls_before:]]
+    assert resent == [1]
+    assert (second.predictions["status"] != "error").all()
+    assert len(second.predictions) == 6
 
 
 def test_file_transport_sends_file_urls_under_the_allowed_path(tmp_path: Path) -> None:
@@ -227,6 +329,13 @@ def test_engine_start_failures_say_what_to_check() -> None:
             runner.start()
 
 
+def test_an_engine_argument_vllm_does_not_know_is_named() -> None:
+    with fake_vllm():
+        runner = VLLMRunner(model=MEDGEMMA, engine_args={"swap_space": 4})
+        with pytest.raises(RunnerError, match=r"refused an engine argument.*swap_space"):
+            runner.start()
+
+
 def test_registry_config_and_classify(fake: FakeVLLM) -> None:
     assert RUNNERS.get("vllm") is VLLMRunner
     config = VLLMRunnerConfig(model=MEDGEMMA, chunk_size=2)
@@ -261,6 +370,8 @@ def test_fake_refuses_what_real_vllm_refuses() -> None:
         SamplingParams(guided_decoding=object())
     with pytest.raises(TypeError, match="best_of"):
         SamplingParams(best_of=2)
+    with fake_vllm() as fake, pytest.raises(TypeError, match="swap_space"):
+        fake.module.LLM(model=MEDGEMMA, swap_space=4)
     with pytest.raises(ValueError, match="exactly one"):
         StructuredOutputsParams()
     with pytest.raises(ValueError, match="exactly one"):
@@ -305,3 +416,14 @@ def test_fake_matches_the_installed_vllm_api() -> None:
     runner = VLLMRunner(model=MEDGEMMA, max_model_len=4096)
     engine_args = {f.name for f in dataclasses.fields(vllm.EngineArgs)}
     assert set(runner.engine_kwargs()) <= engine_args | _parameters(vllm.LLM.__init__)
+
+
+def test_the_fakes_exceptions_follow_vllms_tree() -> None:
+    tree = json.loads(
+        resources.files("medbatch.testing").joinpath("vllm_api.json").read_text(encoding="utf-8")
+    )["exceptions"]
+    for error in fake_module.FAKE_EXCEPTIONS:
+        assert tree[error.__name__] == error.__bases__[0].__name__
+    assert not issubclass(fake_module.VLLMValidationError, ValueError | RuntimeError)
+    assert "swap_space" not in fake_module.LLM_INIT_KEYWORDS
+    assert {"priority", "tokenization_kwargs"} <= fake_module.CHAT_KEYWORDS
