@@ -35,8 +35,8 @@ from medbatch.canary import (
 from medbatch.datasets.base import Dataset, SubsetDataset
 from medbatch.errors import ImageLoadError
 from medbatch.evaluation import summarize
-from medbatch.parsing.interpret import interpret_response
 from medbatch.images import check_pixels
+from medbatch.parsing.interpret import interpret_response
 from medbatch.profiles import ModelProfile, profile_for
 from medbatch.prompts.chat import ChatPromptTemplate
 from medbatch.records import (
@@ -228,7 +228,7 @@ def classify(
             raise
 
 
-class RunTerminated(KeyboardInterrupt):  # noqa: N818 - named for the signal, like KeyboardInterrupt
+class RunTerminated(KeyboardInterrupt):
     """SIGTERM arrived during `classify` (a scheduler, `docker stop`, `kill`).
 
     Handled like Ctrl-C: the answers that arrived are written, the manifest says
