@@ -20,7 +20,9 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -59,6 +61,12 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         root / "stopped.toml", root=root / "images", output_dir=root / "stopped", runner=runner
     )
     return {"root": root, "plugin": plugin, "reference": reference, "stopped": stopped}
+
+
+def _rows(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    return {
+        str(row["record_id"]): {str(k): v for k, v in row.items()} for _, row in frame.iterrows()
+    }
 
 
 def _size(path: Path) -> int:
@@ -115,8 +123,8 @@ def test_sigterm_mid_run_then_resume_equals_an_uninterrupted_run(
     got = pd.read_parquet(out / "predictions.parquet")
     assert got["record_id"].is_unique
     assert len(got) == N_RECORDS
-    expected_rows = {row["record_id"]: comparable(row) for row in expected.to_dict("records")}
-    got_rows = {row["record_id"]: comparable(row) for row in got.to_dict("records")}
+    expected_rows = {rid: comparable(row) for rid, row in _rows(expected).items()}
+    got_rows = {rid: comparable(row) for rid, row in _rows(got).items()}
     assert got_rows == expected_rows
 
 
@@ -221,7 +229,11 @@ def test_exit_status_tells_a_scheduler_whether_records_failed(tmp_path: Path) ->
     write_ecg_folder(tmp_path / "images", 6)
     env = cli_env(extra={"RELIABILITY_OPENAI_KEY": "k"})
     codes = {}
-    failing = {"never": lambda i: False, "some": lambda i: i % 2 == 0, "all": lambda i: True}
+    failing: dict[str, Callable[[int], bool]] = {
+        "never": lambda i: False,
+        "some": lambda i: i % 2 == 0,
+        "all": lambda i: True,
+    }
     for case, fails in failing.items():
         with OpenAITestServer(
             lambda body: "FINAL CLASSIFICATION: NORMAL",
