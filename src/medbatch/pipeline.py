@@ -540,19 +540,17 @@ class _RunLoop:
             record_order.append(record.id)
             try:
                 sha256 = record.image.sha256
-                _check_before_sending(record)
             except ImageLoadError as exc:
-                self.pending[record.id] = _Pending("", record.label, dict(record.metadata))
-                # Not retryable as is; a repaired file has a new sha256 and is run again.
-                failure = InferenceResponse.failure(
-                    record.id, "image_error", str(exc), retryable=False
-                )
-                self.collector.add(self._predict(record.id, failure))
-                self.advance()
+                self._image_failure(record, "", exc)
                 continue
             if self._is_done(record, sha256):
                 self.skipped += 1
                 self.advance()
+                continue
+            try:
+                _check_before_sending(record)
+            except ImageLoadError as exc:
+                self._image_failure(record, sha256, exc)
                 continue
             self.pending[record.id] = _Pending(sha256, record.label, dict(record.metadata))
             request = InferenceRequest(
@@ -564,6 +562,13 @@ class _RunLoop:
             # Kept (small: images are references) for the canary probe and re-prompts.
             self.requests_by_id[record.id] = request
             yield request
+
+    def _image_failure(self, record: Record, sha256: str, exc: ImageLoadError) -> None:
+        self.pending[record.id] = _Pending(sha256, record.label, dict(record.metadata))
+        # Not retryable as is; a repaired file has a new sha256 and is run again.
+        failure = InferenceResponse.failure(record.id, "image_error", str(exc), retryable=False)
+        self.collector.add(self._predict(record.id, failure))
+        self.advance()
 
     def _predict(self, record_id: str, response: InferenceResponse) -> Prediction:
         info = self.pending.pop(record_id)

@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import threading
+import time
 import traceback
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -72,6 +73,7 @@ _PAIR_SECRET = re.compile(
     (?!\*\*\*|(?:Bearer|Basic|Token)\s)[^\s"',;&}})\]]+  # the value (not yet redacted)
     """
 )
+_PAIR_STEMS = ("key", "token", "secret", "pass", "pwd", "authorization")
 _BEARER = re.compile(r"(?i)\b(Bearer|Token)\s+[A-Za-z0-9._~+/=-]{8,}")
 _BASIC = re.compile(r"(?i)\b(Basic)\s+([A-Za-z0-9+/]{4,}={0,2})")
 # Environment variables whose values are secrets, by name.
@@ -97,17 +99,35 @@ def remember_secret(value: str | None) -> None:
 
 def known_secrets(environ: Mapping[str, str] | None = None) -> set[str]:
     """Remembered values plus the values of secret-named environment variables."""
-    env = os.environ if environ is None else environ
-    found = {
+    found = set(_secret_env_values(os.environ) if environ is None else _scan(environ))
+    with _remembered_lock:
+        found |= _remembered
+    return found
+
+
+def _scan(env: Mapping[str, str]) -> frozenset[str]:
+    return frozenset(
         value
         for name, value in env.items()
         if _SECRET_ENV.search(name)
         and not _NOT_SECRET_ENV.search(name)
         and len(value) >= MIN_SECRET_CHARS
-    }
-    with _remembered_lock:
-        found |= _remembered
-    return found
+    )
+
+
+_ENV_CACHE_S = 1.0
+_env_cache: list[tuple[float, frozenset[str]]] = [(-_ENV_CACHE_S, frozenset())]
+
+
+def _secret_env_values(env: Mapping[str, str]) -> frozenset[str]:
+    # Rescanned at most once a second: reading a store redacts every error line, and a
+    # regex per variable per line would cost seconds on 100,000 lines.
+    now = time.monotonic()
+    stamp, values = _env_cache[0]
+    if now - stamp >= _ENV_CACHE_S:
+        values = _scan(env)
+        _env_cache[0] = (now, values)
+    return values
 
 
 def redact(text: str, secrets: Iterable[str] | None = None) -> str:
@@ -128,11 +148,20 @@ def redact(text: str, secrets: Iterable[str] | None = None) -> str:
     for value in sorted(values, key=len, reverse=True):
         if len(value) >= MIN_SECRET_CHARS and value in text:
             text = text.replace(value, REDACTED)
-    text = _URL_USERINFO.sub(rf"\1{REDACTED}@", text)
-    text = _QUERY_SECRET.sub(rf"\1{REDACTED}", text)
-    text = _BEARER.sub(rf"\1 {REDACTED}", text)
-    text = _BASIC.sub(_basic, text)
-    return _PAIR_SECRET.sub(rf"\1\2{REDACTED}", text)
+    # Cheap substring tests first: most messages hold none of these, and the regexes cost
+    # tens of microseconds each on every error line of a large store.
+    lowered = text.lower()
+    if "@" in text and "://" in text:
+        text = _URL_USERINFO.sub(rf"\1{REDACTED}@", text)
+    if "=" in text:
+        text = _QUERY_SECRET.sub(rf"\1{REDACTED}", text)
+    if "bearer" in lowered or "token" in lowered:
+        text = _BEARER.sub(rf"\1 {REDACTED}", text)
+    if "basic" in lowered:
+        text = _BASIC.sub(_basic, text)
+    if any(stem in lowered for stem in _PAIR_STEMS) and ("=" in text or ":" in text):
+        text = _PAIR_SECRET.sub(rf"\1\2{REDACTED}", text)
+    return text
 
 
 def _basic(match: re.Match[str]) -> str:

@@ -266,3 +266,19 @@ def test_redact_keeps_what_is_not_a_secret() -> None:
     )
     assert redact(text, secrets=()) == text
     assert redact(f"Authorization: Bearer {API_KEY}", secrets=()) == "Authorization: Bearer ***"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("PASSWORD=hunter2x", "PASSWORD=***"),
+        ('{"client_secret": "abc123def"}', '{"client_secret": "***"}'),
+        ("Authorization: Token abcdefgh12", "Authorization: Token ***"),
+        ("https://ghp_abcdef123456@github.com/x", "https://***@github.com/x"),
+        ("GET /v1?sig=s1g2n3&se=2026", "GET /v1?sig=***&se=2026"),
+        ("Basic " + base64.b64encode(b"me:pw").decode(), "Basic ***"),
+    ],
+)
+def test_redact_patterns(text: str, expected: str) -> None:
+    assert redact(text, secrets=()) == expected
+    assert redact(expected, secrets=()) == expected, "redacting twice changes nothing"
