@@ -5,8 +5,16 @@ ImageRef ──load_image──▶ PIL RGB (EXIF orientation applied, CMYK/16-bi
    │                               optional shrink to the model's native size)
    ├──encode_image──▶ (JPEG/PNG bytes, media type)     passed through when already fine
    ├──to_data_url───▶ "data:image/jpeg;base64,…"       OpenAI-style image_url parts
-   └──inspect_image─▶ ImageInfo                        pre-flight: what is wrong or normalised
+   ├──inspect_image─▶ ImageInfo                        pre-flight: what is wrong or normalised
+   ├──thumbnail─────▶ small PIL RGB                    report previews, never full-size RGB
+   └──check_pixels──▶ None or ImageLoadError           header only; the pipeline's check
 ```
+
+Every path opens the header first and compares width × height with `pixel_limit()`
+(Pillow's `MAX_IMAGE_PIXELS`, read, never set), so a decompression bomb is refused the same
+way whether it would be decoded, re-encoded or sent unchanged. Nothing here touches
+process-wide state: no `warnings` filters (swapping them from several threads at once
+corrupts them for the whole process), no Pillow globals.
 
 Every failure is an `ImageLoadError` whose message names the image and the problem (empty,
 not an image, truncated, decompression bomb); inside a run it becomes that record's
