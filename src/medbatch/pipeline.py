@@ -209,12 +209,12 @@ def classify(
         profile=profile,
         reprompt=reprompt,
     )
-    remember_runner_secrets(runner)
-    install_log_redaction()
+    loop.prepare(resume=resume, manifest_extra=manifest_extra or {})
     show = progress if progress is not None else sys.stderr.isatty()
     canary_size = _canary_size(canary, runner, dataset)
+    remember_runner_secrets(runner)
+    install_log_redaction()
     with _sigterm_as_interrupt():
-        loop.prepare(resume=resume, manifest_extra=manifest_extra or {})
         try:
             with runner:
                 if canary_size:
@@ -269,6 +269,15 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _check_before_sending(record: Record) -> None:
+    """The pixel limit, checked once here for every runner (and again where images decode).
+
+    A runner that sends files unchanged (a stage upload, a data URL) would otherwise let a
+    decompression bomb through that `medbatch validate` and the decoding runners refuse.
+    """
+    check_pixels(record.image)
 
 
 def _apply_profile(task: Task, profile: ModelProfile) -> Task:
@@ -618,15 +627,6 @@ class _RunLoop:
             created_at=_now(),
             metadata=metadata,
         )
-
-
-def _check_before_sending(record: Record) -> None:
-    """The pixel limit, checked once here for every runner (and again where images decode).
-
-    A runner that sends files unchanged (a stage upload, a data URL) would otherwise let a
-    decompression bomb through that `medbatch validate` and the decoding runners refuse.
-    """
-    check_pixels(record.image)
 
 
 def _safe_len(dataset: Dataset) -> int | None:
