@@ -96,7 +96,11 @@ def run_command(
 
     run_config = load_config(config)
     # First line of output: a relative output_dir ("../..") can land anywhere.
-    console.print(f"Run directory: [bold]{escape(str(run_config.output_dir.resolve()))}[/]")
+    console.print(
+        f"Run directory: [bold]{escape(str(run_config.output_dir.resolve()))}[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
     task = run_config.build_task()
     # Build unsampled, then dedupe before sampling, so N per class are N distinct images.
     dataset = run_config.model_copy(update={"per_class": None}).build_dataset(task)
