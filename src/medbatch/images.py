@@ -5,8 +5,16 @@ ImageRef ──load_image──▶ PIL RGB (EXIF orientation applied, CMYK/16-bi
    │                               optional shrink to the model's native size)
    ├──encode_image──▶ (JPEG/PNG bytes, media type)     passed through when already fine
    ├──to_data_url───▶ "data:image/jpeg;base64,…"       OpenAI-style image_url parts
-   └──inspect_image─▶ ImageInfo                        pre-flight: what is wrong or normalised
+   ├──inspect_image─▶ ImageInfo                        pre-flight: what is wrong or normalised
+   ├──thumbnail─────▶ small PIL RGB                    report previews, never full-size RGB
+   └──check_pixels──▶ None or ImageLoadError           header only; the pipeline's check
 ```
+
+Every path opens the header first and compares width × height with `pixel_limit()`
+(Pillow's `MAX_IMAGE_PIXELS`, read, never set), so a decompression bomb is refused the same
+way whether it would be decoded, re-encoded or sent unchanged. Nothing here touches
+process-wide state: no `warnings` filters (swapping them from several threads at once
+corrupts them for the whole process), no Pillow globals.
 
 Every failure is an `ImageLoadError` whose message names the image and the problem (empty,
 not an image, truncated, decompression bomb); inside a run it becomes that record's
@@ -16,8 +24,10 @@ not an image, truncated, decompression bomb); inside a run it becomes that recor
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
-import warnings
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -31,10 +41,13 @@ __all__ = [
     "MODEL_IMAGE_SIZES",
     "ImageInfo",
     "ImageProblem",
+    "check_pixels",
     "encode_image",
     "inspect_image",
     "load_image",
     "native_size",
+    "pixel_limit",
+    "thumbnail",
     "to_data_url",
 ]
 
@@ -82,50 +95,128 @@ def _read(ref: ImageRef) -> bytes:
     return data
 
 
-def _open(
-    data: bytes, name: str, *, draft: tuple[int, int] | None = None
-) -> tuple[Image.Image, list[str]]:
-    """Decode fully and normalise to RGB; returns the image and what was normalised."""
+def pixel_limit() -> int | None:
+    """The most pixels medbatch decodes or sends: Pillow's `PIL.Image.MAX_IMAGE_PIXELS`.
+
+    Read at each call (never set here), so a caller who trusts their files can raise Pillow's
+    limit in their own process; None disables the check, as it does in Pillow.
+    """
+    return Image.MAX_IMAGE_PIXELS
+
+
+def _bomb_error(name: str, detail: str) -> _ImageProblemError:
+    return _ImageProblemError(
+        f"image {name} is larger than the decompression-bomb limit ({detail}); shrink it, "
+        "or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file",
+        "decompression_bomb",
+    )
+
+
+def _check_pixels(size: tuple[int, int], name: str) -> None:
+    """Refuse an image whose header claims more pixels than `pixel_limit()`.
+
+    An explicit comparison instead of a warnings filter: `warnings.catch_warnings` swaps the
+    process-wide filter list, and two threads doing it at once leave it changed for good
+    (every warning of the host process silenced, or made an error).
+    """
+    limit = pixel_limit()
+    width, height = size
+    if limit is not None and width * height > limit:
+        raise _bomb_error(name, f"{width}×{height} = {width * height:,} pixels > {limit:,}")
+
+
+@contextlib.contextmanager
+def _problems(name: str) -> Iterator[None]:
+    """Turn Pillow's exceptions into `_ImageProblemError`s that name the image."""
     try:
-        with warnings.catch_warnings():
-            # Pillow only warns between 1× and 2× its pixel limit; treat both as the error
-            # it is, so a 30,000 × 30,000 scan is refused before it takes all memory. Other
-            # decoder warnings ("Corrupt EXIF data") are noise here: the pixels decide.
-            warnings.simplefilter("ignore")
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image: Image.Image = Image.open(io.BytesIO(data))
-            if draft is not None and image.format == "JPEG":
-                # JPEG can decode at 1/2..1/8 scale; the whole stream is still read, so
-                # truncation is still caught.
-                image.draft("RGB", draft)
-            image.load()
-        notes: list[str] = []
-        transposed = ImageOps.exif_transpose(image)
-        if transposed is not None and transposed is not image:
-            orientation = image.getexif().get(0x0112)
-            if orientation not in (None, 1):
-                notes.append(f"EXIF orientation {orientation} applied")
-            image = transposed
-        image, converted = _to_rgb(image)
-        if converted:
-            notes.append(f"{converted} converted to RGB")
+        yield
+    except _ImageProblemError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _ImageProblemError(
-            f"image {name} is larger than Pillow's decompression-bomb limit "
-            f"({Image.MAX_IMAGE_PIXELS} pixels): {exc}; shrink it, or raise "
-            "PIL.Image.MAX_IMAGE_PIXELS if you trust the file",
-            "decompression_bomb",
-        ) from exc
+        # Pillow raises above twice its limit; its warning between once and twice the limit
+        # arrives here only where the host's own filters make warnings errors. Either way
+        # it is the same refusal as `_check_pixels`.
+        raise _bomb_error(name, str(exc)) from exc
     except UnidentifiedImageError as exc:
         raise _ImageProblemError(
             f"{name} is not a readable image (the content is not a known image format)",
             "not_an_image",
         ) from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, Warning) as exc:
+        # `Warning`: a decoder warning the host's filters turned into an exception.
         raise _ImageProblemError(
             f"image {name} is corrupt or truncated: {exc}", "truncated"
         ) from exc
+
+
+def _header(data: bytes, name: str) -> Image.Image:
+    """Open (header only) and check the pixel count: the one check every path goes through."""
+    with _problems(name):
+        image = Image.open(io.BytesIO(data))
+    _check_pixels(image.size, name)
+    return image
+
+
+def _upright(image: Image.Image) -> tuple[Image.Image, int | None]:
+    """The image with its EXIF orientation applied, and that orientation (None if upright)."""
+    try:
+        orientation = image.getexif().get(0x0112)
+        if orientation in (None, 1):
+            return image, None  # exif_transpose would return a full-size copy
+        transposed = ImageOps.exif_transpose(image)
+    except Warning:
+        return image, None  # corrupt EXIF the host's filters made an error: keep the pixels
+    return (image, None) if transposed is None else (transposed, orientation)
+
+
+def _open(
+    data: bytes, name: str, *, draft: tuple[int, int] | None = None
+) -> tuple[Image.Image, list[str]]:
+    """Decode fully and normalise to RGB; returns the image and what was normalised."""
+    image = _header(data, name)
+    notes: list[str] = []
+    with _problems(name):
+        if draft is not None and image.format == "JPEG":
+            # JPEG can decode at 1/2..1/8 scale; the whole stream is still read, so
+            # truncation is still caught.
+            image.draft("RGB", draft)
+        image.load()
+        image, orientation = _upright(image)
+        if orientation is not None:
+            notes.append(f"EXIF orientation {orientation} applied")
+        image, converted = _to_rgb(image)
+        if converted:
+            notes.append(f"{converted} converted to RGB")
     return image, notes
+
+
+# Modes Pillow can shrink as they are; I;16 cannot, so it is converted first.
+_SHRINKABLE = frozenset({"1", "L", "P", "PA", "LA", "RGB", "RGBA", "CMYK", "I", "F"})
+
+
+def thumbnail(ref: ImageRef, side: int) -> Image.Image:
+    """A small upright RGB preview of `ref`, at most `side` pixels on its longer side.
+
+    Cheap on big scans: an image over `pixel_limit()` is refused before decoding, a JPEG is
+    decoded at reduced scale (`draft`), and other formats are shrunk in their own mode
+    (`thumbnail` reduces by whole factors first) before the RGB conversion, so no full-size
+    RGB copy is ever made.
+
+    Raises:
+        ImageLoadError: Missing, empty, not an image, truncated, or over the pixel limit.
+    """
+    data = _read(ref)
+    image = _header(data, ref.name)
+    with _problems(ref.name):
+        if image.format == "JPEG":
+            image.draft("RGB", (side, side))
+        image.load()
+        if image.mode in _SHRINKABLE:
+            image.thumbnail((side, side))
+        image, _ = _upright(image)
+        image, _ = _to_rgb(image)
+        image.thumbnail((side, side))
+    return image
 
 
 def load_image(ref: ImageRef, *, max_side: int | None = None) -> Image.Image:
@@ -214,29 +305,12 @@ def inspect_image(ref: ImageRef, *, decode: bool = True) -> ImageInfo:
     """
     try:
         data = _read(ref)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            try:
-                header = Image.open(io.BytesIO(data))
-            except UnidentifiedImageError as exc:
-                raise _ImageProblemError(
-                    f"{ref.name} is not a readable image (the content is not a known image format)",
-                    "not_an_image",
-                ) from exc
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-                header = None  # _open below reports it with the full message
-            except (OSError, ValueError, SyntaxError, EOFError) as exc:
-                raise _ImageProblemError(
-                    f"image {ref.name} is corrupt or truncated: {exc}", "truncated"
-                ) from exc
-        fmt, mode, size = (
-            (header.format, header.mode, header.size) if header else (None, None, None)
-        )
+        header = _header(data, ref.name)
+        fmt, mode, size = header.format, header.mode, header.size
         notes: list[str] = []
-        if decode or header is None:
+        if decode:
             _, notes = _open(data, ref.name, draft=(256, 256))
-        elif mode not in (None, "RGB"):
+        elif mode != "RGB":
             notes = [f"{mode} converted to RGB"]
     except _ImageProblemError as exc:
         return ImageInfo(ok=False, problem=exc.problem, message=str(exc))
@@ -244,8 +318,8 @@ def inspect_image(ref: ImageRef, *, decode: bool = True) -> ImageInfo:
         ok=True,
         format=fmt,
         mode=mode,
-        width=size[0] if size else None,
-        height=size[1] if size else None,
+        width=size[0],
+        height=size[1],
         normalised=tuple(notes),
     )
 
@@ -265,7 +339,7 @@ def encode_image(
     media_type = ref.resolved_media_type
     if media_type in ("image/jpeg", "image/png"):
         data = _read(ref)
-        if _fits(data, max_side):
+        if _fits(data, ref.name, max_side):
             return data, media_type
     image = load_image(ref, max_side=max_side)
     buffer = io.BytesIO()
@@ -273,20 +347,63 @@ def encode_image(
     return buffer.getvalue(), f"image/{image_format.lower()}"
 
 
-def _fits(data: bytes, max_side: int | None) -> bool:
-    """Whether an encoded image can be sent as it is (reads only the header and the end)."""
+def _fits(data: bytes, name: str, max_side: int | None) -> bool:
+    """Whether an encoded image can be sent as it is (reads only the header and the end).
+
+    Raises:
+        ImageLoadError: Over the pixel limit (or not an image): bytes sent unchanged get
+            the same check as decoded ones.
+    """
+    image = _header(data, name)
     if not _complete(data):
         return False  # decode it instead, so a truncated file is refused, not sent
+    if image.mode not in ("RGB", "L"):
+        return False  # CMYK, 16-bit, palette and alpha are normalised to RGB first
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.mode not in ("RGB", "L"):
-                return False  # CMYK, 16-bit, palette and alpha are normalised to RGB first
-            orientation = image.getexif().get(0x0112)
-            # A rotated photo must be re-encoded upright: back-ends ignore EXIF.
-            small_enough = max_side is None or max(image.size) <= max_side
-            return small_enough and orientation in (None, 1)
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return False
+        orientation = image.getexif().get(0x0112)
+    except (OSError, ValueError, Warning):
+        return False  # unreadable EXIF: decoding decides
+    # A rotated photo must be re-encoded upright: back-ends ignore EXIF.
+    small_enough = max_side is None or max(image.size) <= max_side
+    return small_enough and orientation in (None, 1)
+
+
+def check_pixels(ref: ImageRef) -> None:
+    """Refuse an image over `pixel_limit()`, reading only its header.
+
+    Local files, in-memory bytes and `data:` URLs are checked; http(s) URLs and stage paths
+    are not read here. Content Pillow cannot open passes: whether it is usable is for the
+    back-end to say (a custom runner may take formats Pillow does not know).
+
+    Raises:
+        ImageLoadError: The image is over the limit (`decompression_bomb`), naming it.
+    """
+    if ref.path is not None:
+        source: Path | io.BytesIO = ref.path
+    elif ref.data is not None:
+        source = io.BytesIO(ref.data)
+    elif ref.url is not None and ref.url.startswith("data:"):
+        source = io.BytesIO(_data_url_bytes(ref.url))
+    else:
+        return
+    try:
+        with Image.open(source) as image:
+            size = image.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _bomb_error(ref.name, str(exc)) from exc
+    except (OSError, ValueError, SyntaxError, EOFError, Warning):
+        return
+    _check_pixels(size, ref.name)
+
+
+def _data_url_bytes(url: str) -> bytes:
+    header, _, payload = url.partition(",")
+    if header.endswith(";base64"):
+        try:
+            return base64.b64decode(payload, validate=False)
+        except ValueError:
+            return b""
+    return b""
 
 
 def _complete(data: bytes) -> bool:
@@ -307,6 +424,7 @@ def to_data_url(ref: ImageRef, *, max_side: int | None = None) -> str:
         ImageLoadError: A local or in-memory image cannot be read or decoded.
     """
     if ref.url is not None:
+        check_pixels(ref)  # a data: URL carries bytes like a file does
         return ref.url
     data, media_type = encode_image(ref, max_side=max_side)
     return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"

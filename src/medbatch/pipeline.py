@@ -7,14 +7,18 @@ memory, and a run interrupted at any point resumes without losing or duplicating
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any, Literal
 
 import pandas as pd
@@ -31,6 +35,7 @@ from medbatch.canary import (
 from medbatch.datasets.base import Dataset, SubsetDataset
 from medbatch.errors import ImageLoadError, RunStoreError
 from medbatch.evaluation import summarize
+from medbatch.images import check_pixels
 from medbatch.parsing.interpret import interpret_response
 from medbatch.profiles import ModelProfile, profile_for
 from medbatch.prompts.chat import ChatPromptTemplate
@@ -44,13 +49,14 @@ from medbatch.records import (
     Record,
     Usage,
 )
+from medbatch.redaction import install_log_redaction, remember_runner_secrets
 from medbatch.reprompt import follow_up_request
 from medbatch.runners.base import BatchRunner
 from medbatch.store import ResumeKey, RunManifest, RunStore, predictions_to_frame
 from medbatch.tasks.base import Task
 from medbatch.versions import package_versions
 
-__all__ = ["RunResult", "classify"]
+__all__ = ["RunResult", "RunTerminated", "classify"]
 
 logger = logging.getLogger(__name__)
 
@@ -220,17 +226,72 @@ def classify(
     loop.prepare(resume=resume, add_to_run=add_to_run, manifest_extra=manifest_extra or {})
     show = progress if progress is not None else sys.stderr.isatty()
     canary_size = _canary_size(canary, runner, dataset)
+    remember_runner_secrets(runner)
+    install_log_redaction()
+    with _sigterm_as_interrupt():
+        try:
+            with runner:
+                if canary_size:
+                    loop.run_canary(canary_size, canary_thresholds or CanaryThresholds())
+                loop.execute(dataset, show_progress=show)
+                if reprompt:
+                    loop.reprompt_unparsed()
+            return loop.finish()
+        except BaseException as exc:
+            loop.abort(exc)
+            raise
+
+
+class RunTerminated(KeyboardInterrupt):
+    """SIGTERM arrived during `classify` (a scheduler, `docker stop`, `kill`).
+
+    Handled like Ctrl-C: the answers that arrived are written, the manifest says
+    `interrupted`, and the same call with `resume=True` goes on where it stopped. A
+    `KeyboardInterrupt`, so `except Exception` blocks do not swallow it.
+    """
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Raise `RunTerminated` on the first SIGTERM while a run is in progress.
+
+    Only where SIGTERM would otherwise kill the process outright (its handler is the
+    default) and only on the main thread (the only one Python delivers signals to); the
+    previous handler is put back afterwards. A second SIGTERM during the clean-up is
+    ignored, so the manifest write it is waiting for can finish.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     try:
-        with runner:
-            if canary_size:
-                loop.run_canary(canary_size, canary_thresholds or CanaryThresholds())
-            loop.execute(dataset, show_progress=show)
-            if reprompt:
-                loop.reprompt_unparsed()
-    except BaseException as exc:
-        loop.abort(exc)
-        raise
-    return loop.finish()
+        previous = signal.getsignal(signal.SIGTERM)
+    except (AttributeError, ValueError):
+        previous = None
+    if previous is not signal.SIG_DFL:
+        yield  # the host handles SIGTERM its own way (or ignores it)
+        return
+    fired = False
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            raise RunTerminated(f"terminated by signal {signum} (SIGTERM)")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _check_before_sending(record: Record) -> None:
+    """The pixel limit, checked once here for every runner (and again where images decode).
+
+    A runner that sends files unchanged (a stage upload, a data URL) would otherwise let a
+    decompression bomb through that `medbatch validate` and the decoding runners refuse.
+    """
+    check_pixels(record.image)
 
 
 def _apply_profile(task: Task, profile: ModelProfile) -> Task:
@@ -557,18 +618,17 @@ class _RunLoop:
             try:
                 sha256 = record.image.sha256
             except ImageLoadError as exc:
-                self.pending[record.id] = _Pending("", record.label, dict(record.metadata))
-                # Not retryable as is; a repaired file has a new sha256 and is run again.
-                failure = InferenceResponse.failure(
-                    record.id, "image_error", str(exc), retryable=False
-                )
-                self.collector.add(self._predict(record.id, failure))
-                self.advance()
+                self._image_failure(record, "", exc)
                 continue
             if self._is_done(record, sha256):
                 if record.id not in self.collector.by_id:
                     self.reused_ids.add(record.id)
                 self.advance()
+                continue
+            try:
+                _check_before_sending(record)
+            except ImageLoadError as exc:
+                self._image_failure(record, sha256, exc)
                 continue
             self.pending[record.id] = _Pending(sha256, record.label, dict(record.metadata))
             request = InferenceRequest(
@@ -580,6 +640,13 @@ class _RunLoop:
             # Kept (small: images are references) for the canary probe and re-prompts.
             self.requests_by_id[record.id] = request
             yield request
+
+    def _image_failure(self, record: Record, sha256: str, exc: ImageLoadError) -> None:
+        self.pending[record.id] = _Pending(sha256, record.label, dict(record.metadata))
+        # Not retryable as is; a repaired file has a new sha256 and is run again.
+        failure = InferenceResponse.failure(record.id, "image_error", str(exc), retryable=False)
+        self.collector.add(self._predict(record.id, failure))
+        self.advance()
 
     def _predict(self, record_id: str, response: InferenceResponse) -> Prediction:
         info = self.pending.pop(record_id)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from medbatch.errors import ImageLoadError
 from medbatch.files import sha256_file
+from medbatch.redaction import redact
 
 __all__ = [
     "AnswerStatus",
@@ -234,6 +235,13 @@ class RecordError(BaseModel):
     message: str
     retryable: bool = True
     record_id: str | None = None
+
+    @field_validator("message")
+    @classmethod
+    def _redact_message(cls, message: str) -> str:
+        # Servers echo URLs, query keys and auth headers in error bodies; every error
+        # message passes here before it can reach a file, a log or a report.
+        return redact(message)
 
     def __str__(self) -> str:
         where = f"record {self.record_id}: " if self.record_id else ""
@@ -490,6 +498,12 @@ class Prediction(BaseModel):
     params_fingerprint: str
     created_at: str
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("error_message")
+    @classmethod
+    def _redact_error(cls, message: str | None) -> str | None:
+        # Also for predictions built without a RecordError (replayed or hand-made rows).
+        return redact(message) if message else message
 
     @property
     def is_error(self) -> bool:

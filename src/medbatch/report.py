@@ -43,7 +43,13 @@ from medbatch.evaluation import (
     score_matrix,
 )
 from medbatch.records import AnswerStatus
-from medbatch.store import RunManifest, RunStore, load_predictions
+from medbatch.store import (
+    RunManifest,
+    RunStore,
+    atomic_write_bytes,
+    atomic_write_text,
+    load_predictions,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -138,7 +144,8 @@ def write_report(
         )
     target = Path(out) if out is not None else run_dir / "report.html"
     target.parent.mkdir(parents=True, exist_ok=True)
-    (target.parent / "metrics.json").write_text(evaluation.to_json() + "\n", encoding="utf-8")
+    # Atomic: a reader (or a kill) never sees half a file.
+    atomic_write_text(target.parent / "metrics.json", evaluation.to_json() + "\n")
 
     root = images_root
     if root is None and manifest is not None:
@@ -147,7 +154,7 @@ def write_report(
     figure_dir = target.parent / "figures"
     figure_dir.mkdir(exist_ok=True)
     for figure in figures.values():
-        (figure_dir / figure.filename).write_bytes(figure.png)
+        atomic_write_bytes(figure_dir / figure.filename, figure.png)
 
     page = _Page(
         evaluation=evaluation,
@@ -158,7 +165,7 @@ def write_report(
         examples_per_cell=examples_per_cell,
         run_name=run_dir.resolve().name,
     )
-    target.write_text(page.render(), encoding="utf-8")
+    atomic_write_text(target, page.render())
     return target
 
 
@@ -858,16 +865,16 @@ class _Page:
         path = _image_path(record_id, _json_cell(metadata), self.images_root)
         if path is None:
             return None
-        try:
-            from PIL import Image
+        from medbatch.errors import ImageLoadError
+        from medbatch.images import thumbnail
+        from medbatch.records import ImageRef
 
-            with Image.open(path) as image:
-                image.draft("RGB", (480, 480))
-                picture = image.convert("RGB")
-                picture.thumbnail((460, 460))
-                buffer = io.BytesIO()
-                picture.save(buffer, format="JPEG", quality=72)
-        except (OSError, ValueError, Image.DecompressionBombError):
+        try:
+            # Refuses images over the pixel limit; shrinks before converting to RGB.
+            picture = thumbnail(ImageRef.from_path(path), 460)
+            buffer = io.BytesIO()
+            picture.save(buffer, format="JPEG", quality=72)
+        except (ImageLoadError, OSError, ValueError):
             return None
         return base64.b64encode(buffer.getvalue()).decode("ascii")
 

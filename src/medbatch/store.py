@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from medbatch.errors import RunStoreError
 from medbatch.records import Prediction
 
-__all__ = ["ResumeKey", "RunManifest", "RunStore", "atomic_write_text"]
+__all__ = ["ResumeKey", "RunManifest", "RunStore", "atomic_write_bytes", "atomic_write_text"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +51,19 @@ PREDICTIONS_TABLE = "predictions.parquet"
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Replace `path` with `text` so readers see the old or the new file, never a mix."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically (a temporary `.NAME.*` beside it, then rename).
+
+    A kill between the two leaves only the temporary file; `RunStore.open` removes those.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         Path(tmp_name).replace(path)
@@ -158,6 +166,7 @@ class RunStore:
         """
         if self._handle is not None:
             return self
+        self._refuse_foreign_manifest()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             lock = (self.path / ".lock").open("a+", encoding="utf-8")
@@ -172,6 +181,7 @@ class RunStore:
             ) from exc
         self._lock = lock
         try:
+            self._remove_stale_temp_files()
             self._repair_torn_tail()
             self._handle = self.predictions_path.open("a", encoding="utf-8")
         except OSError as exc:
@@ -196,6 +206,23 @@ class RunStore:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def _refuse_foreign_manifest(self) -> None:
+        """Check, before creating anything, that a `manifest.json` here is medbatch's.
+
+        A folder of another program's files must be left exactly as it was: no `.lock`, no
+        empty `predictions.jsonl`.
+        """
+        if self.manifest_path.exists():
+            self.read_manifest()  # raises RunStoreError naming the file
+
+    def _remove_stale_temp_files(self) -> None:
+        """Delete temporary files a killed run left behind (we hold the lock: none is live)."""
+        for pattern in (f".{MANIFEST}.*", f".{PREDICTIONS_TABLE}.*"):
+            for stale in self.path.glob(pattern):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+                    logger.info("removed %s, left by an interrupted write", stale.name)
 
     def _repair_torn_tail(self) -> None:
         path = self.predictions_path

@@ -26,6 +26,7 @@ from reliability_helpers import (
     write_ecg_folder,
 )
 
+from medbatch.cli.app import EXIT_RECORDS_FAILED
 from medbatch.testing.openai_server import OpenAITestServer
 
 N_RECORDS = 60
@@ -93,7 +94,8 @@ def test_twenty_percent_faults_every_record_once_then_retry_failed_completes(
         )
         first = run_cli("run", config, "--no-progress", env=env, timeout=120)
         outcomes = Counter(faulty.outcomes)
-    assert first.returncode == 0, first.stderr
+    # Some records fail twice at 20% faults with one retry: "finished, some failed".
+    assert first.returncode == EXIT_RECORDS_FAILED, first.stderr
     for fault in FAULTS:
         assert outcomes[fault] > 0, f"the server never injected {fault}: {outcomes}"
     faults = sum(outcomes[f] for f in FAULTS)

@@ -13,4 +13,14 @@ __all__ = ["app", "main"]
 
 def main() -> None:
     """Entry point of the `medbatch` console script."""
-    app()
+    from medbatch.cli.app import EXIT_FAILED, print_traceback
+
+    try:
+        app()
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        # An error no command turned into a message (a bug, an SDK's own exception): its
+        # traceback, redacted, instead of Python's, which could quote credentials.
+        print_traceback(exc)
+        raise SystemExit(EXIT_FAILED) from None

@@ -9,7 +9,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from medbatch.cli.app import app, console, err_console, handle_errors
+from medbatch.cli.app import (
+    EXIT_FAILED,
+    EXIT_RECORDS_FAILED,
+    app,
+    console,
+    err_console,
+    handle_errors,
+)
 from medbatch.cli.display import metrics_table
 
 if TYPE_CHECKING:
@@ -90,12 +97,23 @@ def run_command(
     the same image are dropped first unless --keep-duplicates. The manifest records both.
     Expensive runners (Snowflake, vLLM, servers) run an 8-record canary first.
 
+    Exit status: 0 every record answered; 3 finished but some records failed (rerun with
+    --resume --retry-failed); 1 no record answered or the run failed; 2 bad config or
+    dataset; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). After 130 or 143 the same
+    command with --resume goes on where it stopped.
+
     Example: medbatch run examples/skin_lesion_config.toml --per-class 25 --seed 1
     """
     from medbatch.config import load_config
     from medbatch.pipeline import classify
 
     run_config = load_config(config)
+    # First line of output: a relative output_dir ("../..") can land anywhere.
+    console.print(
+        f"Run directory: [bold]{escape(str(run_config.output_dir.resolve()))}[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
     task = run_config.build_task()
     dataset, sampling = run_dataset(
         run_config, task, per_class=per_class, seed=seed, keep_duplicates=keep_duplicates
@@ -130,7 +148,17 @@ def run_command(
             "--resume --retry-failed"
         )
         err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=EXIT_FAILED)
+    if errors:
+        # Exit 0 would tell a scheduler all is well; 3 says "finished, some records failed".
+        err_console.print(
+            f"[bold yellow]warning:[/] {errors} of {result.metrics['n']} records failed; see "
+            f"{escape(str(result.run_dir))}/predictions.jsonl, then rerun with --resume "
+            f"--retry-failed (exit code {EXIT_RECORDS_FAILED})",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=EXIT_RECORDS_FAILED)
 
 
 def run_dataset(

@@ -20,9 +20,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from medbatch.records import InferenceRequest, InferenceResponse
+from medbatch.redaction import check_env_var_name
 
 __all__ = ["BatchRunner", "RunnerCapabilities", "RunnerConfig"]
 
@@ -58,7 +59,17 @@ class RunnerConfig(BaseModel):
     can render them.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Settings may hold credentials by mistake (a key pasted into `api_key_env`): a
+    # validation error must not repeat the value.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    @model_validator(mode="after")
+    def _env_settings_name_variables(self) -> Self:
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name.endswith("_env") and isinstance(value, str):
+                check_env_var_name(value, name)
+        return self
 
 
 class BatchRunner(ABC):

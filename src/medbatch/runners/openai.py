@@ -106,6 +106,7 @@ from medbatch.records import (
     LabelConstraint,
     Usage,
 )
+from medbatch.redaction import redact
 from medbatch.runners.base import BatchRunner, RunnerCapabilities, RunnerConfig
 from medbatch.scoring import label_scores_from_top_logprobs
 
@@ -638,6 +639,7 @@ class OpenAICompatibleRunner(BatchRunner):
         text = _DATA_URL_TEXT.sub("data:…", " ".join(text.split()))
         if self._secret:
             text = text.replace(self._secret, "***")
+        text = redact(text)  # before cutting: half a secret would no longer match
         if len(text) > _REASON_CHARS:
             text = text[: _REASON_CHARS - 1] + "…"
         return text or response.reason_phrase
