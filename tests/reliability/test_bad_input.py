@@ -260,6 +260,9 @@ def test_disk_full_mid_run_is_a_clear_error_and_loses_nothing(
     ids = write_ecg_folder(tmp_path / "images", 150)
     plugin = install_plugin(tmp_path / "plugin")
     monkeypatch.syspath_prepend(str(plugin))
+    # The plug-in is registered for this test only: the registry is process-wide.
+    monkeypatch.setattr(RUNNERS, "_paths", dict(RUNNERS._paths))
+    monkeypatch.setattr(RUNNERS, "_loaded", dict(RUNNERS._loaded))
     RUNNERS.register("reliability-echo", "reliability_echo_runner:EchoRunner")
     config = write_config(
         tmp_path / "run.toml",

@@ -78,9 +78,10 @@ def _interpret_constrained(
             ),
             False,
         )
-    if finish_reason == "length":
-        # Cut off before the label was complete: nothing says the back-end ignored the
-        # constraint, and reading a label out of half an answer would be a guess.
+    if finish_reason == "length" and _is_constrained_prefix(text, constraint):
+        # Cut off before the label was complete: what was written is still a valid start of a
+        # constrained answer, so nothing says the back-end ignored the constraint, and reading
+        # a label out of half an answer would be a guess.
         return ParseResult(status=AnswerStatus.TRUNCATED, method="truncated"), False
     fallback = parser.parse(text, finish_reason=finish_reason)
     if fallback.status is AnswerStatus.PARSED:
@@ -88,4 +89,19 @@ def _interpret_constrained(
     return (
         fallback.model_copy(update={"status": AnswerStatus.CONSTRAINT_NOT_APPLIED, "label": None}),
         True,
+    )
+
+
+def _is_constrained_prefix(text: str, constraint: LabelConstraint) -> bool:
+    """Whether `text` could be the start of an answer that obeys `constraint`.
+
+    A JSON answer (json mode, or choice mode sent as a JSON-schema `response_format`) starts
+    with `{`; a bare choice answer is the start of a label name. Free text cut off at
+    `max_tokens` is neither: there the back-end ignored the constraint.
+    """
+    stripped = text.strip()
+    if not stripped or stripped.startswith("{"):
+        return True
+    return constraint.mode == "choice" and any(
+        label.startswith(stripped) for label in constraint.labels
     )

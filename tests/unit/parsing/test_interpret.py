@@ -56,6 +56,18 @@ def test_a_complete_answer_outside_the_labels_is_still_an_ignored_constraint() -
     assert result.method.startswith("fallback:")
 
 
+@pytest.mark.parametrize("constraint", [CHOICE, JSON])
+def test_free_text_cut_off_under_a_constraint_is_an_ignored_constraint(
+    constraint: LabelConstraint,
+) -> None:
+    # A server that ignores the constraint and runs into max_tokens writes prose, which no
+    # constrained decoder could have produced: that is the back-end's fault, not a cut label.
+    response = _response("The rhythm is regular and the ST segment", "length")
+    result, ignored = interpret_response(response, TASK.parser, constraint)
+    assert ignored is True
+    assert result.status is not AnswerStatus.TRUNCATED or result.method.startswith("fallback")
+
+
 def test_a_cut_off_answer_that_completed_its_label_is_read() -> None:
     text = '{"reasoning": "Regular.", "label": "NORMAL"}'
     result, ignored = interpret_response(_response(text, "length"), TASK.parser, JSON)

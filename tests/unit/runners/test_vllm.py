@@ -285,7 +285,8 @@ def test_retry_failed_resends_only_the_bad_record(tmp_path: Path) -> None:
             get_task("ecg"),
             runner,
             store=tmp_path / "run",
-            retry_failed=True,
+            # vLLM's rejection is a client error, stored as not retryable: only "all" resends it.
+            retry_failed="all",
         )
     resent = [len(call.conversations) for call in fake.chat_calls[calls_before:]]
     assert resent == [1]
