@@ -176,9 +176,10 @@ class ConfusionMatrix(BaseModel):
 
     def frame(self) -> pd.DataFrame:
         """As a DataFrame: rows truth, columns prediction."""
-        return pd.DataFrame(
+        frame: pd.DataFrame = pd.DataFrame(
             [list(row) for row in self.counts], index=list(self.labels), columns=list(self.columns)
         )
+        return frame
 
 
 class ClassMetrics(BaseModel):
@@ -494,7 +495,10 @@ class Comparison(BaseModel):
     def disagreements_frame(self) -> pd.DataFrame:
         """The disagreeing records as a DataFrame."""
         columns = list(Disagreement.model_fields)
-        return pd.DataFrame([d.model_dump() for d in self.disagreements], columns=columns)
+        frame: pd.DataFrame = pd.DataFrame(
+            [d.model_dump() for d in self.disagreements], columns=columns
+        )
+        return frame
 
     def to_json(self, indent: int | None = 2) -> str:
         """The comparison as JSON."""

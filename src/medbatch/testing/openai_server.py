@@ -38,6 +38,7 @@ import logging
 import math
 import random
 import re
+import sys
 import threading
 import time
 from collections import Counter
@@ -45,7 +46,7 @@ from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from medbatch.batch_jsonl import constraint_from_body
 from medbatch.records import (
@@ -60,6 +61,11 @@ from medbatch.records import (
 )
 from medbatch.runners.base import BatchRunner
 from medbatch.testing.answers import last_label_named
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # Python 3.10
+    from typing_extensions import Self
 
 __all__ = ["DEFAULT_FAULTS", "AnswerFn", "BackendFn", "OpenAITestServer", "request_from_body"]
 
