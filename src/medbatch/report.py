@@ -699,7 +699,8 @@ class _Page:
                 f'<td class="num">{c.predicted}</td>'
                 f'<td class="num">{_num(c.sensitivity)}{_ci(c.sensitivity_ci)}</td>'
                 f'<td class="num">{_num(c.specificity)}{_ci(c.specificity_ci)}</td>'
-                f'<td class="num">{_num(c.ppv)}</td><td class="num">{_num(c.npv)}</td>'
+                f'<td class="num">{_num(c.ppv)}{_ci(c.ppv_ci)}</td>'
+                f'<td class="num">{_num(c.npv)}{_ci(c.npv_ci)}</td>'
                 f'<td class="num">{_num(c.f1)}{_ci(c.f1_ci)}</td></tr>'
             )
         return (
@@ -738,8 +739,9 @@ class _Page:
             f'<td class="num">{b.sensitivity.n}</td></tr>'
             f'<tr><td>specificity</td><td class="num">{_e(b.specificity.format())}</td>'
             f'<td class="num">{b.specificity.n}</td></tr>'
-            f'<tr><td>PPV</td><td class="num">{_num(b.ppv)}</td><td class="num">{b.tp + b.fp}'
-            f'</td></tr><tr><td>NPV</td><td class="num">{_num(b.npv)}</td>'
+            f'<tr><td>PPV</td><td class="num">{_num(b.ppv)}{_ci(b.ppv_ci)}</td>'
+            f'<td class="num">{b.tp + b.fp}</td></tr>'
+            f'<tr><td>NPV</td><td class="num">{_num(b.npv)}{_ci(b.npv_ci)}</td>'
             f'<td class="num">{b.tn + b.fn}</td></tr></table>'
         )
 
@@ -752,7 +754,8 @@ class _Page:
                 "(transformers, vLLM) can score every label.</p>"
             )
         rows = "".join(
-            f'<tr><td>{_e(label)}</td><td class="num">{_num(auc)}</td></tr>'
+            f'<tr><td>{_e(label)}</td><td class="num">{_num(auc)}'
+            f"{_ci((ev.roc_auc_ci or {}).get(label))}</td></tr>"
             for label, auc in ev.roc_auc.items()
         )
         cal = ev.calibration
@@ -771,7 +774,8 @@ class _Page:
             f'<div class="panel">{self.figures["calibration"].img()}</div></div>'
             '<div class="grid2" style="margin-top:12px"><div>'
             '<table><tr><th>label (one vs rest)</th><th class="num">ROC AUC</th></tr>'
-            f'{rows}<tr><th>macro</th><th class="num">{_num(ev.macro_roc_auc)}</th></tr>'
+            f'{rows}<tr><th>macro</th><th class="num">{_num(ev.macro_roc_auc)}'
+            f"{_ci(ev.macro_roc_auc_ci)}</th></tr>"
             "</table></div><div>"
             '<table><tr><th>confidence bin</th><th class="num">n</th>'
             '<th class="num">mean confidence</th><th class="num">accuracy</th></tr>'
@@ -1069,5 +1073,7 @@ def headline_rows(ev: Evaluation) -> Sequence[tuple[str, str, str, str]]:
             )
             rows.append((label, _num(estimate.value), ci, str(estimate.n)))
     if ev.macro_roc_auc is not None:
-        rows.append(("Macro ROC AUC (label scores)", _num(ev.macro_roc_auc), "–", str(ev.n)))
+        auc_ci = ev.macro_roc_auc_ci
+        ci = f"{auc_ci[0]:.3f}–{auc_ci[1]:.3f}" if auc_ci is not None else "–"
+        rows.append(("Macro ROC AUC (label scores)", _num(ev.macro_roc_auc), ci, str(ev.n)))
     return rows
