@@ -1272,11 +1272,13 @@ def _auc_intervals(
             size = 2 * n_ranks
             offsets = (np.arange(b, dtype=np.int64) * size)[:, None]
             flat = np.bincount((cell[chunk] + offsets).ravel(), minlength=b * size)
-            counts = flat.reshape(b, n_ranks, 2).astype(np.float64)
+            counts = flat.reshape(b, n_ranks, 2)
             neg, pos = counts[..., 0], counts[..., 1]
             below = np.cumsum(neg, axis=1) - neg  # negatives scored strictly lower
-            wins = (pos * (below + 0.5 * neg)).sum(axis=1)
-            out[:, i] = _ratio(wins, pos.sum(axis=1) * neg.sum(axis=1))
+            # Twice the wins, in integers: a tie with a negative is half a win.
+            wins2 = (pos * (2 * below + neg)).sum(axis=1)
+            pairs = pos.sum(axis=1) * neg.sum(axis=1)
+            out[:, i] = _ratio(wins2 / 2.0, pairs.astype(np.float64))
         return out
 
     samples = boot.map(aucs)

@@ -80,7 +80,7 @@ def _simulated_frame(rng: np.random.Generator, n: int) -> pd.DataFrame:
         labels.append(("MI", "NORMAL", None)[call])
     x = rng.normal(np.where(truth == "MI", SEPARATION, 0.0), 1.0)
     mi_score = 1.0 / (1.0 + np.exp(-x))
-    return pd.DataFrame(
+    frame: pd.DataFrame = pd.DataFrame(
         {
             "record_id": [f"r{i}" for i in range(n)],
             "truth": truth,
@@ -91,6 +91,7 @@ def _simulated_frame(rng: np.random.Generator, n: int) -> pd.DataFrame:
             ],
         }
     )
+    return frame
 
 
 def _intervals_of(frame: pd.DataFrame, n_bootstrap: int, seed: int) -> dict[str, Any]:
