@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -258,7 +258,7 @@ def machine() -> str:
             gpu = smi.stdout.strip().replace("\n", ", ")
     except (OSError, subprocess.TimeoutExpired):
         pass
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"{cores} cores, {model}, {gpu}, Python {platform.python_version()}, {when}"
 
 

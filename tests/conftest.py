@@ -42,6 +42,10 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny random-weight Gemma 3 VLM, built once per test session (about 1 MB)."""
+    for extra_module in ("torch", "transformers"):
+        pytest.importorskip(
+            extra_module, reason=f"the tiny VLM needs {extra_module}: pip install 'medbatch[local]'"
+        )
     from medbatch.testing.tiny_vlm import tiny_vlm
 
     return tiny_vlm(tmp_path_factory.getbasetemp() / "tiny-gemma3")

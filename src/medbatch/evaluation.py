@@ -6,12 +6,13 @@ predictions (DataFrame or run directory)
     ▼
 evaluate() ──▶ Evaluation
                  ├── confusion          labels × (labels + "unparsed/error"): nothing dropped
-                 ├── per_class          sensitivity, specificity, PPV, NPV, F1, support
+                 ├── per_class          sensitivity, specificity, PPV, NPV, F1 (each with
+                 │                      a 95% CI), support
                  ├── headline           accuracy, balanced accuracy, macro/weighted F1,
                  │                      Cohen's kappa, coverage: value, 95% CI, n
                  ├── status_counts      one count per AnswerStatus (coverage never hidden)
                  ├── binary             "any abnormal" vs the negative label (screening view)
-                 ├── roc_auc, calibration   when the runner gave label scores
+                 ├── roc_auc (95% CI), calibration   when the runner gave label scores
                  └── duplicates         records sharing image content (and dedupe=True)
 compare(run_a, run_b) ──▶ Comparison   paired accuracy difference, McNemar's exact test,
                                        the records where the two runs disagree
@@ -24,10 +25,12 @@ Conventions, chosen so that a number can never look better than the run was:
   confusion matrix's last column, not dropped. `accuracy_parsed` is given beside `coverage`
   for the accuracy among parsed answers only.
 - Records without a ground truth count in coverage and status counts only.
-- Confidence intervals are 95% percentile bootstrap intervals over records: the records are
-  resampled once as a `(n_bootstrap, n)` index array (seeded) and every metric is computed
-  from the same resamples, vectorised with numpy. Point estimates come from scikit-learn; the
-  vectorised resample formulas are the same definitions (the tests check they agree).
+- Confidence intervals are 95% percentile bootstrap intervals over records: `n_bootstrap`
+  resamples of the records (seeded), drawn chunk by chunk so that memory stays bounded, and
+  every metric is computed from the same resamples, vectorised with numpy. Point estimates
+  come from scikit-learn; the vectorised resample formulas are the same definitions (the
+  tests check they agree, that the intervals match `scipy.stats.bootstrap`, and that they
+  cover a known value about 95% of the time).
 - Copies of one image (same `image_sha256`) are reported; `dedupe=True` counts each content
   once, so a copied image cannot narrow an interval it should not.
 
@@ -45,9 +48,9 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -96,8 +99,10 @@ HEADLINE_METRICS: tuple[str, ...] = (
 
 _FloatArray = npt.NDArray[np.float64]
 _IntArray = npt.NDArray[np.int64]
-# Resample this many index values at a time: bounds memory to ~32 MB for any run size while
-# drawing the same stream of indices as one (n_bootstrap, n) array would.
+_Number = TypeVar("_Number", np.float64, np.int64)
+# Resample this many index values (32 MB) at a time. Each chunk is reduced to a few numbers
+# per resample before the next is drawn, so the (n_bootstrap, n) index array (800 MB at
+# n = 100k) never exists; the chunks draw the same stream of indices as that array would.
 _BOOTSTRAP_CHUNK = 4_000_000
 
 
@@ -178,9 +183,10 @@ class ConfusionMatrix(BaseModel):
 
     def frame(self) -> pd.DataFrame:
         """As a DataFrame: rows truth, columns prediction."""
-        return pd.DataFrame(
+        frame: pd.DataFrame = pd.DataFrame(
             [list(row) for row in self.counts], index=list(self.labels), columns=list(self.columns)
         )
+        return frame
 
 
 class ClassMetrics(BaseModel):
@@ -204,6 +210,8 @@ class ClassMetrics(BaseModel):
         f1: 2·TP / (2·TP + FP + FN) (scikit-learn's `f1_score`).
         sensitivity_ci: 95% bootstrap interval of the sensitivity.
         specificity_ci: 95% bootstrap interval of the specificity.
+        ppv_ci: 95% bootstrap interval of the PPV.
+        npv_ci: 95% bootstrap interval of the NPV.
         f1_ci: 95% bootstrap interval of F1.
     """
 
@@ -223,6 +231,8 @@ class ClassMetrics(BaseModel):
     f1: float | None
     sensitivity_ci: tuple[float, float] | None = None
     specificity_ci: tuple[float, float] | None = None
+    ppv_ci: tuple[float, float] | None = None
+    npv_ci: tuple[float, float] | None = None
     f1_ci: tuple[float, float] | None = None
 
 
@@ -245,6 +255,8 @@ class BinaryView(BaseModel):
         specificity: TN / (TN + FP), with CI.
         ppv: TP / (TP + FP).
         npv: TN / (TN + FN).
+        ppv_ci: 95% bootstrap interval of the PPV.
+        npv_ci: 95% bootstrap interval of the NPV.
     """
 
     model_config = _MODEL
@@ -261,6 +273,8 @@ class BinaryView(BaseModel):
     specificity: Estimate
     ppv: float | None
     npv: float | None
+    ppv_ci: tuple[float, float] | None = None
+    npv_ci: tuple[float, float] | None = None
 
 
 class CalibrationBin(BaseModel):
@@ -401,7 +415,9 @@ class Evaluation(BaseModel):
         binary: The screening view, when a negative label is known.
         roc_auc: One-vs-rest ROC AUC per label (None where a class has no positives or no
             negatives), when label scores exist.
+        roc_auc_ci: 95% bootstrap interval of each label's AUC (None where undefined).
         macro_roc_auc: The mean of the defined per-label AUCs.
+        macro_roc_auc_ci: 95% bootstrap interval of the macro AUC.
         calibration: The calibration table, when label scores exist.
         duplicates: Records that share content.
         latency: Seconds per answer.
@@ -427,7 +443,9 @@ class Evaluation(BaseModel):
     per_class: tuple[ClassMetrics, ...]
     binary: BinaryView | None = None
     roc_auc: dict[str, float | None] | None = None
+    roc_auc_ci: dict[str, tuple[float, float] | None] | None = None
     macro_roc_auc: float | None = None
+    macro_roc_auc_ci: tuple[float, float] | None = None
     calibration: Calibration | None = None
     duplicates: DuplicateSummary
     latency: LatencySummary
@@ -531,7 +549,10 @@ class Comparison(BaseModel):
     def disagreements_frame(self) -> pd.DataFrame:
         """The disagreeing records as a DataFrame."""
         columns = list(Disagreement.model_fields)
-        return pd.DataFrame([d.model_dump() for d in self.disagreements], columns=columns)
+        frame: pd.DataFrame = pd.DataFrame(
+            [d.model_dump() for d in self.disagreements], columns=columns
+        )
+        return frame
 
     def to_json(self, indent: int | None = 2) -> str:
         """The comparison as JSON."""
@@ -665,7 +686,7 @@ def evaluate(
     rng_seed = np.random.SeedSequence(seed)
     truth_rows = rows.with_truth()
     cm_codes = _Codes(truth_rows, label_order)
-    boot = _bootstrap_indices(len(truth_rows.truth), n_bootstrap, rng_seed.spawn(1)[0])
+    boot = _Resamples.of(len(truth_rows.truth), n_bootstrap, rng_seed.spawn(1)[0])
     tensors = cm_codes.bootstrap_confusion(boot)
 
     headline = _headline(
@@ -684,6 +705,9 @@ def evaluate(
         else None
     )
     roc_auc, macro_auc, calibration = _score_metrics(truth_rows, label_order, calibration_bins)
+    roc_auc_ci, macro_auc_ci = _auc_intervals(
+        truth_rows, label_order, n_bootstrap, rng_seed.spawn(1)[0]
+    )
     if 0 < len(truth_rows.truth) < 30:
         notes.append(
             f"Only {len(truth_rows.truth)} records with a ground truth: intervals are wide "
@@ -705,7 +729,9 @@ def evaluate(
         per_class=per_class,
         binary=binary,
         roc_auc=roc_auc,
+        roc_auc_ci=roc_auc_ci if roc_auc is not None else None,
         macro_roc_auc=macro_auc,
+        macro_roc_auc_ci=macro_auc_ci if macro_auc is not None else None,
         calibration=calibration,
         duplicates=duplicates,
         latency=rows.latency_summary(),
@@ -881,29 +907,51 @@ class _Codes:
             counts=tuple(tuple(int(c) for c in row) for row in counts),
         )
 
-    def bootstrap_confusion(self, boot: _IntArray | None) -> npt.NDArray[np.int64] | None:
-        """(B, k, k+1) confusion matrices, one per resample, without a Python loop."""
+    def bootstrap_confusion(self, boot: _Resamples | None) -> npt.NDArray[np.int64] | None:
+        """(B, k, k+1) confusion matrices, one per resample, without a loop over resamples."""
         if boot is None:
             return None
-        b = boot.shape[0]
         cell = self.t * self.kc + self.p
         size = self.k * self.kc
-        offsets = (np.arange(b, dtype=np.int64) * size)[:, None]
-        flat = np.bincount((cell[boot] + offsets).ravel(), minlength=b * size)
-        return flat.reshape(b, self.k, self.kc)
+
+        def confusions(chunk: _IntArray) -> npt.NDArray[np.int64]:
+            b = chunk.shape[0]
+            offsets = (np.arange(b, dtype=np.int64) * size)[:, None]
+            flat = np.bincount((cell[chunk] + offsets).ravel(), minlength=b * size)
+            return flat.reshape(b, self.k, self.kc)
+
+        return boot.map(confusions)
 
 
-def _bootstrap_indices(n: int, n_bootstrap: int, seed: np.random.SeedSequence) -> _IntArray | None:
-    """The (n_bootstrap, n) resample index array, drawn once and shared by every metric."""
-    if n == 0 or n_bootstrap == 0:
-        return None
-    rng = np.random.default_rng(seed)
-    rows_per_chunk = max(1, _BOOTSTRAP_CHUNK // n)
-    chunks = []
-    for start in range(0, n_bootstrap, rows_per_chunk):
-        size = min(rows_per_chunk, n_bootstrap - start)
-        chunks.append(rng.integers(0, n, size=(size, n), dtype=np.int64))
-    return np.concatenate(chunks)
+class _Resamples:
+    """`n_bootstrap` resamples of `n` records, drawn in chunks from one seed.
+
+    `map` draws the same index stream every time (a fresh generator from the same seed), so
+    metrics computed in separate calls are paired on the same resamples; only one chunk of
+    indices is alive at a time.
+    """
+
+    def __init__(self, n: int, n_bootstrap: int, seed: np.random.SeedSequence) -> None:
+        self.n = n
+        self.n_bootstrap = n_bootstrap
+        self.seed = seed
+
+    @classmethod
+    def of(cls, n: int, n_bootstrap: int, seed: np.random.SeedSequence) -> _Resamples | None:
+        """The resamples, or None when there is nothing to resample."""
+        return cls(n, n_bootstrap, seed) if n and n_bootstrap else None
+
+    def chunks(self) -> Iterator[_IntArray]:
+        """(rows, n) index arrays whose rows, in order, are the resamples."""
+        rng = np.random.default_rng(self.seed)
+        rows_per_chunk = max(1, _BOOTSTRAP_CHUNK // self.n)
+        for start in range(0, self.n_bootstrap, rows_per_chunk):
+            size = min(rows_per_chunk, self.n_bootstrap - start)
+            yield rng.integers(0, self.n, size=(size, self.n), dtype=np.int64)
+
+    def map(self, statistic: Callable[[_IntArray], npt.NDArray[_Number]]) -> npt.NDArray[_Number]:
+        """`statistic` of each chunk (one leading row per resample), stacked over chunks."""
+        return np.concatenate([statistic(chunk) for chunk in self.chunks()])
 
 
 def _ratio(num: _FloatArray, den: _FloatArray) -> _FloatArray:
@@ -975,6 +1023,8 @@ def _confusion_stats(
         "kappa": kappa,
         "sensitivity": recall,
         "specificity": _ratio(tn, tn + fp),
+        "ppv": _ratio(tp, predicted),
+        "npv": _ratio(tn, tn + fn),
         "f1": f1,
     }
 
@@ -985,7 +1035,7 @@ def _headline(
     truth_rows: _Rows,
     codes: _Codes,
     tensors: npt.NDArray[np.int64] | None,
-    boot: _IntArray | None,
+    boot: _Resamples | None,
     seed: np.random.SeedSequence,
     n_bootstrap: int,
 ) -> dict[str, Estimate]:
@@ -1031,9 +1081,9 @@ def _headline(
     parsed_all = rows.parsed.astype(np.float64)
     coverage_samples = None
     if rows.n and n_bootstrap:
-        coverage_boot = _bootstrap_indices(rows.n, n_bootstrap, seed.spawn(2)[1])
+        coverage_boot = _Resamples.of(rows.n, n_bootstrap, seed.spawn(2)[1])
         if coverage_boot is not None:
-            coverage_samples = parsed_all[coverage_boot].mean(axis=1)
+            coverage_samples = coverage_boot.map(lambda chunk: parsed_all[chunk].mean(axis=1))
     headline["coverage"] = _estimate(
         float(parsed_all.mean()) if rows.n else None, coverage_samples, rows.n
     )
@@ -1042,11 +1092,14 @@ def _headline(
     parsed_truth = truth_rows.parsed.astype(np.float64)
     n_parsed_truth = int(parsed_truth.sum())
     acc_parsed = float(correct.sum() / n_parsed_truth) if n_parsed_truth else None
-    acc_parsed_samples = (
-        _ratio(correct[boot].sum(axis=1), parsed_truth[boot].sum(axis=1))
-        if boot is not None
-        else None
-    )
+    acc_parsed_samples = None
+    if boot is not None:
+        sums = boot.map(
+            lambda chunk: np.stack(
+                [correct[chunk].sum(axis=1), parsed_truth[chunk].sum(axis=1)], axis=-1
+            )
+        )
+        acc_parsed_samples = _ratio(sums[:, 0], sums[:, 1])
     headline["accuracy_parsed"] = _estimate(acc_parsed, acc_parsed_samples, n_parsed_truth)
     return headline
 
@@ -1079,10 +1132,7 @@ def _per_class(codes: _Codes, tensors: npt.NDArray[np.int64] | None) -> tuple[Cl
         tn = n - tp - fn - fp
 
         def ci(name: str, i: int = i) -> tuple[float, float] | None:
-            if samples is None:
-                return None
-            low, high = _interval(samples[name][:, i])
-            return (low, high) if low is not None and high is not None else None
+            return None if samples is None else _pair(_interval(samples[name][:, i]))
 
         result.append(
             ClassMetrics(
@@ -1100,6 +1150,8 @@ def _per_class(codes: _Codes, tensors: npt.NDArray[np.int64] | None) -> tuple[Cl
                 f1=_finite(f1_sklearn[i]) if f1_sklearn else None,
                 sensitivity_ci=ci("sensitivity") if support else None,
                 specificity_ci=ci("specificity") if n - support else None,
+                ppv_ci=ci("ppv") if predicted else None,
+                npv_ci=ci("npv") if tn + fn else None,
                 f1_ci=ci("f1") if support or predicted else None,
             )
         )
@@ -1107,7 +1159,7 @@ def _per_class(codes: _Codes, tensors: npt.NDArray[np.int64] | None) -> tuple[Cl
 
 
 def _binary_view(
-    rows: _Rows, labels: tuple[str, ...], negative: str, boot: _IntArray | None
+    rows: _Rows, labels: tuple[str, ...], negative: str, boot: _Resamples | None
 ) -> BinaryView:
     truth_pos = np.array([t != negative for t in rows.truth], dtype=bool)
     parsed = rows.parsed
@@ -1121,12 +1173,22 @@ def _binary_view(
     fp = int((~truth_pos & ~hit).sum())
     n_pos, n_neg = tp + fn, tn + fp
 
-    sens_samples = spec_samples = None
+    sens_samples = spec_samples = ppv_samples = npv_samples = None
     if boot is not None:
-        pos_b = truth_pos[boot].astype(np.float64)
-        hit_b = hit[boot].astype(np.float64)
-        sens_samples = _ratio((pos_b * hit_b).sum(axis=1), pos_b.sum(axis=1))
-        spec_samples = _ratio(((1 - pos_b) * hit_b).sum(axis=1), (1 - pos_b).sum(axis=1))
+        # 2·truth + hit: 0 FP, 1 TN, 2 FN, 3 TP; counted per resample.
+        cell = 2 * truth_pos.astype(np.int64) + hit.astype(np.int64)
+
+        def counts(chunk: _IntArray) -> _IntArray:
+            b = chunk.shape[0]
+            offsets = (np.arange(b, dtype=np.int64) * 4)[:, None]
+            return np.bincount((cell[chunk] + offsets).ravel(), minlength=4 * b).reshape(b, 4)
+
+        c = boot.map(counts).astype(np.float64)
+        fp_b, tn_b, fn_b, tp_b = c[:, 0], c[:, 1], c[:, 2], c[:, 3]
+        sens_samples = _ratio(tp_b, tp_b + fn_b)
+        spec_samples = _ratio(tn_b, tn_b + fp_b)
+        ppv_samples = _ratio(tp_b, tp_b + fp_b)
+        npv_samples = _ratio(tn_b, tn_b + fn_b)
     return BinaryView(
         negative_label=negative,
         positive_labels=tuple(label for label in labels if label != negative),
@@ -1140,7 +1202,14 @@ def _binary_view(
         specificity=_estimate(tn / n_neg if n_neg else None, spec_samples, n_neg),
         ppv=tp / (tp + fp) if tp + fp else None,
         npv=tn / (tn + fn) if tn + fn else None,
+        ppv_ci=_pair(_interval(ppv_samples)) if tp + fp else None,
+        npv_ci=_pair(_interval(npv_samples)) if tn + fn else None,
     )
+
+
+def _pair(interval: tuple[float | None, float | None]) -> tuple[float, float] | None:
+    low, high = interval
+    return (low, high) if low is not None and high is not None else None
 
 
 def score_matrix(
@@ -1218,6 +1287,54 @@ def _score_metrics(
             )
         )
     return roc, macro, Calibration(n=len(truth), ece=float(ece), bins=tuple(bins))
+
+
+def _auc_intervals(
+    rows: _Rows, labels: tuple[str, ...], n_bootstrap: int, seed: np.random.SeedSequence
+) -> tuple[dict[str, tuple[float, float] | None] | None, tuple[float, float] | None]:
+    """95% bootstrap intervals of each label's one-vs-rest ROC AUC and of their mean.
+
+    The records with scores (the AUC's own population) are resampled. A resample's AUC is the
+    Mann-Whitney statistic, ties counted half as in `roc_auc_score`, from how many positive
+    and negative records it holds at each distinct score; a label without positives or
+    negatives in a resample is left out of that resample's macro mean, as in the estimate.
+    """
+    probs, has = score_matrix(rows.scores, labels)
+    boot = _Resamples.of(int(has.sum()), n_bootstrap, seed)
+    if boot is None:
+        return None, None
+    index = {label: i for i, label in enumerate(labels)}
+    truth = np.array([index[t] for t in rows.truth], dtype=np.int64)[has]
+    probs = probs[has]
+    # Per label: 2 · (rank of the record's distinct score) + (1 if positive), and the ranks.
+    cells: list[tuple[_IntArray, int]] = []
+    for i in range(len(labels)):
+        ranks = np.unique(probs[:, i], return_inverse=True)[1].astype(np.int64).ravel()
+        cells.append((2 * ranks + (truth == i), int(ranks.max()) + 1))
+
+    def aucs(chunk: _IntArray) -> _FloatArray:
+        b = chunk.shape[0]
+        out = np.empty((b, len(labels)), dtype=np.float64)
+        for i, (cell, n_ranks) in enumerate(cells):
+            size = 2 * n_ranks
+            offsets = (np.arange(b, dtype=np.int64) * size)[:, None]
+            flat = np.bincount((cell[chunk] + offsets).ravel(), minlength=b * size)
+            counts = flat.reshape(b, n_ranks, 2)
+            neg, pos = counts[..., 0], counts[..., 1]
+            below = np.cumsum(neg, axis=1) - neg  # negatives scored strictly lower
+            # Twice the wins, in integers: a tie with a negative is half a win.
+            wins2 = (pos * (2 * below + neg)).sum(axis=1)
+            pairs = pos.sum(axis=1) * neg.sum(axis=1)
+            out[:, i] = _ratio(wins2 / 2.0, pairs.astype(np.float64))
+        return out
+
+    samples = boot.map(aucs)
+    per_label: dict[str, tuple[float, float] | None] = {}
+    for i, label in enumerate(labels):
+        positive = truth == i
+        defined = bool(positive.any() and not positive.all())
+        per_label[label] = _pair(_interval(samples[:, i])) if defined else None
+    return per_label, _pair(_interval(_nanmean(samples, axis=1)))
 
 
 # -- compare ---------------------------------------------------------------------------------
@@ -1314,8 +1431,12 @@ def compare(
             if discordant
             else 1.0
         )
-    boot = _bootstrap_indices(n, n_bootstrap, np.random.SeedSequence(seed))
-    diff_samples = (rb[boot].mean(axis=1) - ra[boot].mean(axis=1)) if boot is not None else None
+    boot = _Resamples.of(n, n_bootstrap, np.random.SeedSequence(seed))
+    diff_samples = (
+        boot.map(lambda chunk: rb[chunk].mean(axis=1) - ra[chunk].mean(axis=1))
+        if boot is not None
+        else None
+    )
     return Comparison(
         n_paired=len(shared),
         n_with_truth=n,

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import tomllib
+import sys
 from pathlib import Path
 from typing import Any
 
 from medbatch.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as a backport
+    import tomli as tomllib
 
 __all__ = ["read_toml", "sha256_file"]
 

@@ -15,16 +15,31 @@ from __future__ import annotations
 import hashlib
 import json
 import mimetypes
-from enum import StrEnum
+import sys
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from medbatch.errors import ImageLoadError
 from medbatch.files import sha256_file
 from medbatch.redaction import redact
+
+if sys.version_info >= (3, 11):
+    from enum import StrEnum
+    from typing import Self
+else:  # Python 3.10
+    from enum import Enum
+
+    from typing_extensions import Self
+
+    class StrEnum(str, Enum):
+        """3.11's `enum.StrEnum`: members are strings, and str() and format() give the value."""
+
+        def __str__(self) -> str:
+            return str(self.value)
+
 
 __all__ = [
     "AnswerStatus",

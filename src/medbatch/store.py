@@ -389,7 +389,7 @@ PREDICTION_COLUMNS = list(Prediction.model_fields)
 
 def predictions_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """A predictions DataFrame with every `Prediction` column, even when empty."""
-    frame = pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+    frame: pd.DataFrame = pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
     return frame
 
 

@@ -168,6 +168,8 @@ class TestEdgeCases:
         assert d.ppv is None
         assert d.f1 is None
         assert d.sensitivity_ci is None
+        assert d.ppv_ci is None  # never predicted: no PPV, so no interval either
+        assert d.npv_ci is not None
         assert d.specificity == pytest.approx(1.0)
         # Undefined, so left out of the means: the same as without D.
         assert value(ev, "macro_f1") == pytest.approx(68 / 105)
@@ -255,6 +257,8 @@ class TestBootstrap:
         ev = evaluate(make_frame(EXAMPLE), n_bootstrap=0)
         assert ev.headline["accuracy"].low is None
         assert ev.per_class[0].sensitivity_ci is None
+        assert ev.per_class[0].ppv_ci is None
+        assert ev.per_class[0].npv_ci is None
 
     def test_vectorised_formulas_match_sklearn(self) -> None:
         rng = np.random.default_rng(0)
@@ -304,6 +308,9 @@ class TestScores:
         ev = evaluate(make_frame(self.ROWS, scores=self.SCORES), labels=["A", "B"])
         assert ev.roc_auc == {"A": 1.0, "B": 1.0}
         assert ev.macro_roc_auc == 1.0
+        # Perfectly separated in every resample that has both classes.
+        assert ev.roc_auc_ci == {"A": (1.0, 1.0), "B": (1.0, 1.0)}
+        assert ev.macro_roc_auc_ci == (1.0, 1.0)
         calibration = ev.calibration
         assert calibration is not None
         assert calibration.n == 4
@@ -325,11 +332,14 @@ class TestScores:
     def test_auc_undefined_without_negatives(self) -> None:
         ev = evaluate(make_frame(list(self.ROWS[:2]), scores=self.SCORES[:2]), labels=["A", "B"])
         assert ev.roc_auc == {"A": None, "B": None}
+        assert ev.roc_auc_ci == {"A": None, "B": None}
         assert ev.macro_roc_auc is None
+        assert ev.macro_roc_auc_ci is None
 
     def test_no_scores_no_roc(self) -> None:
-        ev = evaluate(make_frame(self.ROWS), labels=["A", "B"], n_bootstrap=0)
+        ev = evaluate(make_frame(self.ROWS), labels=["A", "B"])
         assert ev.roc_auc is None
+        assert ev.roc_auc_ci is None
         assert ev.calibration is None
 
 

@@ -91,3 +91,17 @@ def test_failure_is_a_value() -> None:
     assert not response.ok
     assert response.error is not None
     assert response.error.kind == "request_failed"
+
+
+def test_answer_status_reads_as_its_value_on_every_python() -> None:
+    """Python 3.10 has no enum.StrEnum: the stand-in must print, format and compare alike."""
+    import json
+
+    from medbatch.records import AnswerStatus
+
+    status = AnswerStatus.PARSED
+    assert isinstance(status, str)
+    assert str(status) == f"{status}" == f"{status:>6}" == "parsed"
+    assert json.dumps({"status": status}) == '{"status": "parsed"}'
+    assert status == "parsed"
+    assert AnswerStatus("refusal") is AnswerStatus.REFUSAL

@@ -147,3 +147,16 @@ def test_images_never_read_outside_the_root(tmp_path: Path) -> None:
     assert _image_path("../secret.png", {}, tmp_path / "root") is None
     (tmp_path / "root" / "ok.png").write_bytes(b"x")
     assert _image_path("ok.png", {}, tmp_path / "root") == (tmp_path / "root" / "ok.png").resolve()
+
+
+def test_ppv_and_npv_show_their_intervals(sample_run: Path, sample_report: str) -> None:
+    metrics = json.loads((sample_run / "metrics.json").read_text("utf-8"))
+    shown = [metrics["binary"], *metrics["per_class"]]
+    assert metrics["binary"]["ppv_ci"] is not None
+    for block in shown:
+        for name in ("ppv", "npv"):
+            if block[f"{name}_ci"] is None:
+                continue
+            low, high = block[f"{name}_ci"]
+            cell = f'{block[name]:.3f}<span class="muted"> ({low:.2f}–{high:.2f})</span>'
+            assert cell in sample_report, (block.get("label", "screening"), name)

@@ -51,6 +51,7 @@ import bisect
 import functools
 import itertools
 import re
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import IntEnum
@@ -372,13 +373,16 @@ _QUOTE_PREFIX = re.compile(r"^(?:[*`~#>_|]|" + _ESCAPED_MARKUP + r"|[^\S\n])*>",
 # Characters that re.IGNORECASE equates with an ASCII letter but `str.lower()` does not map
 # onto one: İ ı ſ and the Kelvin sign (found by testing every code point).
 _FOLDS_ONTO_ASCII = re.compile("[\u0130\u0131\u017f\u212a]")
+# Possessive quantifiers spare the engine backtracking; Python 3.10's `re` lacks them. The
+# classes they follow are disjoint from what comes next, so plain ones match the same text.
+_POSSESSIVE = "+" if sys.version_info >= (3, 11) else ""
 # Up to two modifier words between the words of a synonym ("old *inferior* MI"), but never a
 # word that changes its meaning.
 _GAP_WORD = (
     # A modifier may sit in brackets: "prior (healed) anterior MI".
     r"(?:\(?(?!(?:and|or|with|without|no|not|new|but|vs|versus|than|of|is|are|was|were|the|"
     r"an?|to|in|on|at|from|by|as|indicat\w*|suggest\w*|consistent|show\w*)\b)"
-    r"[A-Za-z0-9][A-Za-z0-9'/\-]*+\)?[ \t]++)"
+    r"[A-Za-z0-9][A-Za-z0-9'/\-]*" + _POSSESSIVE + r"\)?[ \t]+" + _POSSESSIVE + ")"
 )
 
 

@@ -14,16 +14,22 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from medbatch.records import InferenceRequest, InferenceResponse
 from medbatch.redaction import check_env_var_name
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # Python 3.10
+    from typing_extensions import Self
 
 __all__ = ["BatchRunner", "RunnerCapabilities", "RunnerConfig"]
 

@@ -39,6 +39,7 @@ import logging
 import math
 import random
 import re
+import sys
 import threading
 import time
 from collections import Counter
@@ -46,7 +47,7 @@ from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from medbatch.records import (
     ChatMessage,
@@ -60,6 +61,11 @@ from medbatch.records import (
 )
 from medbatch.runners.base import BatchRunner
 from medbatch.testing.answers import last_label_named
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # Python 3.10
+    from typing_extensions import Self
 
 __all__ = ["DEFAULT_FAULTS", "AnswerFn", "BackendFn", "OpenAITestServer", "request_from_body"]
 

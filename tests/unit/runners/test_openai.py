@@ -8,7 +8,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Generator, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from typing import Any, cast
 
@@ -297,7 +297,7 @@ def test_jitter_adds_up_to_jitter_s() -> None:
 
 
 def test_retry_after_as_http_date_ms_and_capped() -> None:
-    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    later = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
     script = Script(
         httpx.Response(429, headers={"Retry-After": later}),
         httpx.Response(429, headers={"retry-after-ms": "1500"}),
