@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from medbatch.cli.app import app, console, err_console, handle_errors
+from medbatch.cli.app import app, console, err_console, flag, handle_errors
 from medbatch.cli.display import metrics_table
+from medbatch.terminal import markup
 
 if TYPE_CHECKING:
     from medbatch.datasets.base import Dataset
@@ -39,34 +39,37 @@ def tasks_command() -> None:
             f"{version}{' (default)' if version == task.prompt_version else ''}"
             for version in task.prompts
         )
-        table.add_row(name, ", ".join(task.labels.names), prompts, task.description)
+        cells = (name, ", ".join(task.labels.names), prompts, task.description)
+        table.add_row(*(markup(cell) for cell in cells))
     console.print(table)
 
 
 @app.command("run")
 @handle_errors
 def run_command(
-    config: Path = typer.Argument(..., help="Run configuration (TOML)."),
+    config: Path = typer.Argument(..., help="Run configuration (TOML).", metavar="CONFIG"),
     *,
     resume: bool = typer.Option(
         True, "--resume/--no-resume", help="Reuse answers already in the run directory."
     ),
-    retry_failed: bool = typer.Option(
+    retry_failed: bool = flag(
         False, "--retry-failed", help="With --resume, run failed records again."
     ),
-    limit: int | None = typer.Option(None, "--limit", help="Only the first N records."),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="Only the first N records (N >= 1)."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
     per_class: int | None = typer.Option(
         None, "--per-class", min=1, help="N records per label, stratified (overrides config)."
     ),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the sample (overrides config)."),
-    keep_duplicates: bool = typer.Option(
+    keep_duplicates: bool = flag(
         False, "--keep-duplicates", help="Keep copies of the same image when sampling."
     ),
-    skip_canary: bool = typer.Option(
+    skip_canary: bool = flag(
         False, "--skip-canary", help="Do not run a canary subset before an expensive job."
     ),
-    reprompt: bool = typer.Option(
+    reprompt: bool = flag(
         False, "--reprompt", help="Ask once more, for the label only, when no verdict is found."
     ),
 ) -> None:
@@ -109,8 +112,11 @@ def run_command(
         reprompt=reprompt,
         manifest_extra={"sampling": sampling},
     )
-    console.print(metrics_table(result.metrics, title=f"{task.name} · {runner.model_id}"))
-    console.print(f"Results in [bold]{result.run_dir}[/] ({result.skipped} reused from before)")
+    console.print(metrics_table(result.metrics, title=markup(f"{task.name} · {runner.model_id}")))
+    console.print(
+        f"Results in [bold]{markup(result.run_dir)}[/] ({result.skipped} reused from before)",
+        soft_wrap=True,
+    )
     errors = int(result.metrics["status_counts"].get("error", 0))
     if result.metrics["n"] and errors == result.metrics["n"]:
         kinds = result.predictions["error_kind"].value_counts().to_dict()
@@ -120,7 +126,7 @@ def run_command(
             f"{result.run_dir}/predictions.jsonl, fix the cause, then rerun with "
             "--resume --retry-failed"
         )
-        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {markup(message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1)
 
 

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
 from rich.panel import Panel
 from rich.text import Text
 
-from medbatch.cli.app import app, console, handle_errors
+from medbatch.cli.app import app, console, flag, handle_errors
 from medbatch.cli.evaluate import evaluation_table, status_line
 from medbatch.errors import MissingDependencyError
+from medbatch.terminal import markup
 
 __all__: list[str] = []
 
@@ -60,15 +60,15 @@ def demo_command(
         8, "--per-class", min=1, max=200, help="Synthetic ECG pages per class."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the pages, the sample and the model."),
-    keep_duplicates: bool = typer.Option(
+    keep_duplicates: bool = flag(
         False, "--keep-duplicates", help="Keep the planted copies of images when sampling."
     ),
-    replay: bool = typer.Option(
+    replay: bool = flag(
         False,
         "--replay",
         help="Replay the bundled recorded MedGemma-style answers instead (no torch needed).",
     ),
-    open_report: bool = typer.Option(False, "--open", help="Open the report in a browser."),
+    open_report: bool = flag(False, "--open", help="Open the report in a browser."),
 ) -> None:
     """Run the offline demo: synthetic ECGs, a tiny random-weight VLM, evaluation and report.
 
@@ -94,11 +94,11 @@ def demo_command(
     console.print(evaluation_table(evaluation, title=title))
     console.print(status_line(evaluation), highlight=False)
     for note in evaluation.notes:
-        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+        console.print(f"[yellow]note:[/] {markup(note)}", highlight=False)
     console.print(
-        f"\nReport:      [bold]{escape(str(report))}[/]\n"
-        f"Metrics:     {escape(str(run_dir / 'metrics.json'))}\n"
-        f"Predictions: {escape(str(run_dir / 'predictions.parquet'))}\n"
+        f"\nReport:      [bold]{markup(str(report))}[/]\n"
+        f"Metrics:     {markup(str(run_dir / 'metrics.json'))}\n"
+        f"Predictions: {markup(str(run_dir / 'predictions.parquet'))}\n"
         f"Done in {time.perf_counter() - started:.0f} s.",
         highlight=False,
         soft_wrap=True,  # paths stay whole, so they can be copied

@@ -666,6 +666,12 @@ def _chat_url(base_url: str) -> str:
             f"base_url {_public_url(base_url)!r} is not an http(s) URL; use e.g. "
             "http://127.0.0.1:8000/v1"
         )
+    try:
+        parts.port  # noqa: B018 - urllib checks the port's range only when it is read
+    except ValueError as exc:
+        raise ConfigError(
+            f"base_url {parts.hostname}: {exc}; use e.g. http://127.0.0.1:8000/v1"
+        ) from None
     path = parts.path.rstrip("/")
     if path.endswith("/chat/completions"):
         pass
@@ -680,8 +686,13 @@ def _public_url(url: str) -> str:
     """The URL without user info or query string (either may carry a key)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    port: int | str | None
+    try:
+        port = parts.port
+    except ValueError:  # out of range: shown as written, it is not a secret
+        port = parts.netloc.rpartition(":")[2]
+    if port is not None:
+        host = f"{host}:{port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
