@@ -67,6 +67,9 @@ _SECRET_KEY = re.compile(r"key|token|secret|password|passwd|credential|auth|cook
 _IMAGE_KEYS = ("image_path", "path", "source_path", "file")
 _PALETTE = ("#2563eb", "#16a34a", "#d97706", "#9333ea", "#0891b2", "#dc2626", "#4b5563")
 _DPI = 110
+# Longest side of an embedded example image: an ECG page's leads stay legible at this size
+# (~150 kB a page as JPEG), and the report stays one file.
+_FULL_SIDE = 1400
 
 
 # -- public API ------------------------------------------------------------------------------
@@ -75,14 +78,18 @@ _DPI = 110
 def is_random_model(manifest: RunManifest | None) -> bool:
     """Whether a run used a random-weight test model (its answers mean nothing).
 
-    True when the manifest says so (`random_weights: true`, as `medbatch demo` records) or
-    the model folder holds the marker that `medbatch.testing.tiny_vlm` writes.
+    True when the manifest says so (`random_weights: true`, as `medbatch demo` and the
+    `medbatch/tiny-gemma3` runner record), or the model folder holds the marker that
+    `medbatch.testing.tiny_vlm` writes.
     """
     if manifest is None:
         return False
     extra = manifest.model_extra or {}
     demo = extra.get("demo")
     if extra.get("random_weights") or (isinstance(demo, Mapping) and demo.get("random_weights")):
+        return True
+    runner = manifest.runner if isinstance(manifest.runner, Mapping) else {}
+    if runner.get("random_weights") or manifest.model_id == "medbatch/tiny-gemma3":
         return True
     try:
         return (Path(manifest.model_id) / RANDOM_MODEL_MARKER).is_file()
@@ -109,7 +116,8 @@ def write_report(
         out: The HTML file to write; default `run_dir/report.html`. `metrics.json` and
             `figures/` are written next to it.
         images_root: Folder the record ids are relative to (e.g. an `ImageFolderDataset`
-            root), for thumbnails in the gallery; default: the manifest's `images_root`.
+            root), for the images in the gallery; default: the manifest's `images_root`
+            (a relative one is relative to `run_dir`).
         evaluation: A precomputed evaluation; computed here when None.
         n_bootstrap: Bootstrap resamples for the intervals (when computing).
         seed: Seed of the resampling.
@@ -140,7 +148,9 @@ def write_report(
 
     root = images_root
     if root is None and manifest is not None:
-        root = (manifest.model_extra or {}).get("images_root")
+        recorded = (manifest.model_extra or {}).get("images_root")
+        # `medbatch run` records a root given as a relative path relative to the run dir.
+        root = run_dir / recorded if isinstance(recorded, str) and recorded else None
     figures = _figures(evaluation, frame)
     figure_dir = target.parent / "figures"
     figure_dir.mkdir(exist_ok=True)
@@ -441,12 +451,18 @@ pre { white-space:pre-wrap; word-break:break-word; background:#f1f5f9; padding:8
       border-radius:6px; margin:6px 0; max-height:320px; overflow:auto; }
 details summary { cursor:pointer; color:var(--accent); }
 mark { background:#fde68a; padding:0 2px; border-radius:2px; }
-.gallery { display:grid; grid-template-columns:repeat(auto-fill,minmax(200px,1fr)); gap:10px; }
+.gallery { display:grid; grid-template-columns:repeat(auto-fill,minmax(300px,1fr)); gap:10px; }
 .example { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:8px;
            font-size:12px; overflow:hidden; }
 .example.right { border-top:3px solid #16a34a; }
 .example.wrong { border-top:3px solid var(--bad); }
 .example img { width:100%; height:auto; border-radius:4px; display:block; margin-bottom:6px; }
+.zoom { cursor:zoom-in; display:block; }
+.zoom input { position:absolute; opacity:0; width:0; height:0; }
+.zoom input:focus-visible + img { outline:2px solid var(--accent); }
+.zoom input:checked + img { position:fixed; inset:0; margin:auto; z-index:10;
+    width:auto; height:auto; max-width:96vw; max-height:96vh; cursor:zoom-out;
+    box-shadow:0 0 0 100vmax rgba(15,23,42,.85); border-radius:0; }
 .example .id { font-family:ui-monospace,monospace; color:var(--muted); word-break:break-all; }
 .noimg { background:#f1f5f9; color:var(--muted); text-align:center; padding:28px 0;
          border-radius:4px; margin-bottom:6px; }
@@ -824,10 +840,15 @@ class _Page:
         label = _cell(row.get("label")) if status == AnswerStatus.PARSED.value else None
         right = label is not None and label == truth
         thumb = self._thumbnail(str(row.get("record_id")), row.get("metadata"))
+        # One embedded copy, large enough to read an ECG: shown small in the card, full
+        # size when clicked (a checkbox toggles it, so the page needs no script).
         image = (
-            f'<img src="data:image/jpeg;base64,{thumb}" alt="image of record">'
+            '<label class="zoom" title="click to enlarge, click again to close">'
+            '<input type="checkbox" aria-label="enlarge image">'
+            f'<img src="data:image/jpeg;base64,{thumb}" alt="image of record"></label>'
             if thumb
-            else '<div class="noimg">image not available locally</div>'
+            else '<div class="noimg">image not available locally (medbatch report '
+            "--images-root FOLDER)</div>"
         )
         text = _cell(row.get("text"))
         evidence = _cell(row.get("evidence"))
@@ -857,11 +878,11 @@ class _Page:
             from PIL import Image
 
             with Image.open(path) as image:
-                image.draft("RGB", (480, 480))
+                image.draft("RGB", (_FULL_SIDE, _FULL_SIDE))
                 picture = image.convert("RGB")
-                picture.thumbnail((460, 460))
+                picture.thumbnail((_FULL_SIDE, _FULL_SIDE))
                 buffer = io.BytesIO()
-                picture.save(buffer, format="JPEG", quality=72)
+                picture.save(buffer, format="JPEG", quality=78)
         except (OSError, ValueError, Image.DecompressionBombError):
             return None
         return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -89,6 +89,7 @@ def run_command(
     task = run_config.build_task()
     # Build unsampled, then dedupe before sampling, so N per class are N distinct images.
     dataset = run_config.model_copy(update={"per_class": None}).build_dataset(task)
+    images_root = _images_root(config, dataset, run_config.output_dir)
     dataset, sampling = sample_dataset(
         dataset,
         per_class=per_class or run_config.per_class,
@@ -110,7 +111,8 @@ def run_command(
         progress=progress,
         canary=0 if skip_canary else "auto",
         reprompt=reprompt,
-        manifest_extra={"sampling": sampling},
+        manifest_extra={"sampling": sampling}
+        | ({"images_root": images_root} if images_root else {}),
     )
     console.print(metrics_table(result.metrics, title=markup(f"{task.name} · {runner.model_id}")))
     console.print(
@@ -128,6 +130,26 @@ def run_command(
         )
         err_console.print(f"[bold red]error:[/] {markup(message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1)
+
+
+def _images_root(config: Path, dataset: Dataset, run_dir: Path) -> str | None:
+    """Where the report finds the images: the dataset's root, for the manifest.
+
+    A root the config gave as a relative path is recorded relative to the run directory
+    (the report resolves it from there), so a project folder can move as a whole; an
+    absolute one is recorded as is. None for datasets without a local root.
+    """
+    import os
+
+    from medbatch.files import read_toml
+
+    root = getattr(dataset, "root", None)
+    if not isinstance(root, Path):
+        return None
+    given = read_toml(config, "config file").get("dataset", {}).get("root")
+    if isinstance(given, str) and not Path(given).expanduser().is_absolute():
+        return Path(os.path.relpath(root.resolve(), run_dir.resolve())).as_posix()
+    return str(root.resolve())
 
 
 def _preflight(dataset: Dataset, task: Task, *, where: Path) -> None:
