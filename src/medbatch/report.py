@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["RANDOM_MODEL_MARKER", "is_random_model", "write_report"]
+__all__ = ["RANDOM_MODEL_MARKER", "is_illustrative", "is_random_model", "write_report"]
 
 RANDOM_MODEL_MARKER = "medbatch_tiny_vlm.json"
 """File that `medbatch.testing.tiny_vlm` writes into the random-weight model's folder."""
@@ -95,6 +95,20 @@ def is_random_model(manifest: RunManifest | None) -> bool:
         return (Path(manifest.model_id) / RANDOM_MODEL_MARKER).is_file()
     except (OSError, ValueError):
         return False
+
+
+def is_illustrative(manifest: RunManifest | None) -> bool:
+    """Whether a run replayed the bundled illustrative answers (written, not generated).
+
+    True when the manifest says so (`illustrative: true`, as `medbatch demo --replay`
+    records) or its model id is `medbatch.datasets.sample.ILLUSTRATIVE_MODEL_ID`.
+    """
+    if manifest is None:
+        return False
+    from medbatch.datasets.sample import ILLUSTRATIVE_MODEL_ID
+
+    extra = manifest.model_extra or {}
+    return bool(extra.get("illustrative")) or manifest.model_id == ILLUSTRATIVE_MODEL_ID
 
 
 def write_report(
@@ -589,6 +603,13 @@ class _Page:
                 "real run looks like; point the runner at a real model (e.g. "
                 '<code>TransformersRunner("google/medgemma-4b-it")</code>) for real numbers.'
                 "</div>"
+            )
+        if is_illustrative(self.manifest):
+            parts.append(
+                '<div class="notice random"><b>These answers are illustrative, not model '
+                "output.</b> They were written by hand in MedGemma's style for the notebook's "
+                "prompt and are replayed here to show the report; every metric below "
+                "describes that hand-written sample, not MedGemma or any other model.</div>"
             )
         for note in ev.notes:
             parts.append(f'<div class="notice info">{_e(note)}</div>')

@@ -9,8 +9,8 @@ medbatch-demo/run/ ◀── evaluate() (95% CIs) ◀── predictions.parquet 
   report.html  metrics.json  figures/*.png  predictions.parquet  manifest.json
 ```
 
-No network, no credentials, no downloads. `--replay` runs the bundled recorded answers instead
-(no torch needed).
+No network, no credentials, no downloads. `--replay` replays the bundled illustrative answers
+instead (written in MedGemma's style, not model output; no torch needed).
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def demo_command(
     replay: bool = flag(
         False,
         "--replay",
-        help="Replay the bundled recorded MedGemma-style answers instead (no torch needed).",
+        help="Replay the bundled illustrative answers instead (written in MedGemma's style, "
+        "not model output; no torch needed).",
     ),
     open_report: bool = flag(False, "--open", help="Open the report in a browser."),
 ) -> None:
@@ -105,8 +106,9 @@ def demo_command(
     )
     if replay:
         console.print(
-            "These answers were recorded in the style of MedGemma on the notebook's prompt; "
-            "16 records are far too few for conclusions (see the intervals)."
+            "These answers are illustrative: written by hand in MedGemma's style for the "
+            "notebook's prompt, not produced by a model. The numbers above describe that "
+            "sample, not MedGemma."
         )
     else:
         message = Text.assemble(
@@ -135,9 +137,12 @@ def _replay_run(output_dir: Path) -> tuple[Path, str]:
         store=run_dir,
         resume=False,
         progress=False,
-        manifest_extra={"demo": {"kind": "replay", "random_weights": False}},
+        manifest_extra={
+            "illustrative": True,
+            "demo": {"kind": "illustrative-replay", "random_weights": False},
+        },
     )
-    return run_dir, "ECG demo: recorded sample answers (16 records)"
+    return run_dir, "ECG demo: illustrative answers (16 records, not model output)"
 
 
 def _tiny_model_run(
@@ -212,7 +217,8 @@ def _local_stack() -> tuple[Any, Any]:
     except ImportError as exc:
         error = MissingDependencyError("medbatch demo", "torch and transformers", "local")
         error.args = (
-            f"{error.args[0]}, or run the recorded sample without them: medbatch demo --replay",
+            f"{error.args[0]}, or replay the illustrative sample without them: "
+            "medbatch demo --replay",
         )
         raise error from exc
     # The tiny model is written and loaded in milliseconds; transformers' own progress bars
