@@ -143,8 +143,9 @@ def classify(
     Args:
         dataset: The records.
         task: Labels, prompt and parser (e.g. `get_task("ecg")`).
-        runner: The back-end. It is started and closed here if it is not already in a
-            `with` block (starting twice is harmless).
+        runner: The back-end. It is started when the first record needs it (a resume with
+            nothing left to do never loads the model) and closed at the end (starting twice
+            is harmless, so a runner already in a `with` block is fine).
         store: A run directory (or `RunStore`) to stream predictions to; None keeps results
             in memory only.
         resume: Reuse predictions already in `store` whose image, prompt, model and
@@ -207,12 +208,14 @@ def classify(
     show = progress if progress is not None else sys.stderr.isatty()
     canary_size = _canary_size(canary, runner, dataset)
     try:
-        with runner:
+        try:
             if canary_size:
                 loop.run_canary(canary_size, canary_thresholds or CanaryThresholds())
             loop.execute(dataset, show_progress=show)
             if reprompt:
                 loop.reprompt_unparsed()
+        finally:
+            runner.close()
     except BaseException as exc:
         loop.abort(exc)
         raise
@@ -276,6 +279,8 @@ class _RunLoop:
         self.text_only_tokens: int | None = None
         self.stop_status: str | None = None  # why the run stopped early, when it did
         self.advance: Callable[[], None] = lambda: None
+        self.describe: Callable[[str], None] = lambda text: None
+        self.runner_started = False
         self.manifest = self._new_manifest()
 
     def _new_manifest(self) -> RunManifest:
@@ -355,10 +360,13 @@ class _RunLoop:
 
     def execute(self, dataset: Dataset, *, show_progress: bool) -> None:
         """Stream every record of the main pass through the runner."""
-        with _progress_bar(show_progress, _safe_len(dataset), self.task.name) as advance:
+        bar = _progress_bar(show_progress, _safe_len(dataset), self.task.name)
+        with bar as advance:
             self.advance = advance
+            self.describe = bar.describe
             self._stream(dataset, record_order=self.record_order)
         self.advance = lambda: None
+        self.describe = lambda text: None
 
     def reprompt_unparsed(self) -> None:
         """One bounded follow-up turn for answers without a verdict."""
@@ -372,6 +380,7 @@ class _RunLoop:
                 follow_ups.append(follow_up_request(request, prediction.text or "", self.task))
         if not follow_ups:
             return
+        self._start_runner()
         constrained = self.runner.capabilities.constrained_decoding
         for request in follow_ups:
             first = self.collector.by_id[request.record_id]
@@ -454,6 +463,15 @@ class _RunLoop:
 
     # -- helpers ---------------------------------------------------------------------------
 
+    def _start_runner(self) -> None:
+        """Start the runner when the first record needs it (loading a model takes time)."""
+        if self.runner_started:
+            return
+        self.describe(f"{self.task.name}: starting {self.runner.name} · {self.runner.model_id}")
+        self.runner.start()
+        self.runner_started = True
+        self.describe(self.task.name)
+
     def _save_runner_state(self, state: dict[str, Any]) -> None:
         # A remote job's name must be durable as soon as it exists, so a client restarted
         # after a crash can re-attach to it instead of paying for a second job.
@@ -501,6 +519,7 @@ class _RunLoop:
                 self.skipped += 1
                 self.advance()
                 continue
+            self._start_runner()
             self.pending[record.id] = _Pending(sha256, record.label, dict(record.metadata))
             request = InferenceRequest(
                 record_id=record.id,
@@ -562,6 +581,12 @@ class _RunLoop:
         )
 
 
+def _escape(text: str) -> str:
+    from medbatch.terminal import markup
+
+    return markup(text)
+
+
 def _safe_len(dataset: Dataset) -> int | None:
     try:
         return len(dataset)
@@ -577,6 +602,7 @@ class _progress_bar:  # noqa: N801 - used like a function in a with statement
         self.total = total
         self.description = description
         self._progress: Any = None
+        self._task_id: Any = None
 
     def __enter__(self) -> Callable[[], None]:
         if not self.show:
@@ -599,9 +625,15 @@ class _progress_bar:  # noqa: N801 - used like a function in a with statement
             transient=False,
         )
         self._progress.start()
-        task_id = self._progress.add_task(self.description, total=self.total)
+        self._task_id = self._progress.add_task(_escape(self.description), total=self.total)
         progress = self._progress
+        task_id = self._task_id
         return lambda: progress.advance(task_id)
+
+    def describe(self, text: str) -> None:
+        """Say what is happening now (starting the runner, ...) in place of the task name."""
+        if self._progress is not None:
+            self._progress.update(self._task_id, description=_escape(text))
 
     def __exit__(self, *exc_info: object) -> None:
         if self._progress is not None:

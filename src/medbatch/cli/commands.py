@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -90,14 +92,25 @@ def run_command(
     # Build unsampled, then dedupe before sampling, so N per class are N distinct images.
     dataset = run_config.model_copy(update={"per_class": None}).build_dataset(task)
     images_root = _images_root(config, dataset, run_config.output_dir)
-    dataset, sampling = sample_dataset(
-        dataset,
-        per_class=per_class or run_config.per_class,
-        seed=run_config.seed if seed is None else seed,
-        keep_duplicates=keep_duplicates,
-    )
-    _preflight(dataset, task, where=config)
+    per_class = per_class or run_config.per_class
+    hashing = per_class is not None and not keep_duplicates
+    with _status(
+        progress,
+        "Hashing the images to drop copies before sampling..."
+        if hashing
+        else "Listing the records...",
+    ):
+        dataset, sampling = sample_dataset(
+            dataset,
+            per_class=per_class,
+            seed=run_config.seed if seed is None else seed,
+            keep_duplicates=keep_duplicates,
+        )
+        _preflight(dataset, task, where=config)
     runner = run_config.build_runner()
+    # Our progress bar says when the model loads; the hub's and transformers' own bars
+    # ("Loading weights", downloads) would interleave with it.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     result = classify(
         dataset,
         task,
@@ -130,6 +143,13 @@ def run_command(
         )
         err_console.print(f"[bold red]error:[/] {markup(message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1)
+
+
+def _status(show: bool, text: str) -> AbstractContextManager[object]:
+    """A spinner with `text` while a slow step runs (nothing with --no-progress)."""
+    from contextlib import nullcontext
+
+    return console.status(markup(text)) if show else nullcontext()
 
 
 def _images_root(config: Path, dataset: Dataset, run_dir: Path) -> str | None:

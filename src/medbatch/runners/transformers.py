@@ -382,9 +382,9 @@ class TransformersRunner(BatchRunner):
         """Answer every request exactly once (see `BatchRunner.run`).
 
         Reads one batch ahead of the model: while batch *k* generates, the images of batch
-        *k+1* are decoded and preprocessed in the thread pool.
+        *k+1* are decoded and preprocessed in the thread pool. The model is loaded when the
+        first request arrives, so no request (a resume with nothing left) loads nothing.
         """
-        self.start()
         yield from super().run(self._read_ahead(requests))
 
     def _read_ahead(self, requests: Iterable[InferenceRequest]) -> Iterator[InferenceRequest]:
