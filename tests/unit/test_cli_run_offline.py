@@ -103,3 +103,27 @@ def test_tiny_model_name_builds_the_tiny_model_offline(
         started_at="2026-01-01T00:00:00Z",
     )
     assert is_random_model(manifest)
+
+
+def test_compare_tells_two_runs_of_one_model_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    text = config.read_text()
+    for name, prompt in (("one", "direct-v1"), ("two", "cot-v1")):
+        config.write_text(
+            text.replace("runs/one", f"runs/{name}").replace(
+                'name = "ecg"', f'name = "ecg"\nprompt = "{prompt}"'
+            )
+        )
+        assert runner.invoke(app, ["run", "run.toml", "--no-progress"]).exit_code == 0
+    shown = runner.invoke(app, ["compare", "runs/one", "runs/two"])
+    assert shown.exit_code == 0, shown.output
+    flat = " ".join(shown.output.split())
+    assert "A: runs/one (replay, prompt direct-v1)" in flat
+    assert "B: runs/two (replay, prompt cot-v1)" in flat
+    as_json = json.loads(runner.invoke(app, ["compare", "runs/one", "runs/two", "--json"]).output)
+    assert (as_json["prompt_a"], as_json["prompt_b"]) == ("direct-v1", "cot-v1")
+    assert {"unpaired_a", "unpaired_b", "a_only_correct", "b_only_correct"} <= set(as_json)
+    assert "only_a" not in as_json

@@ -158,6 +158,12 @@ def report_command(
         webbrowser.open(path.resolve().as_uri())
 
 
+def _run_label(name: str, run_dir: Path, model: str | None, prompt: str | None) -> str:
+    """`A: runs/ecg-cot (model, prompt cot-v1)`: two runs of one model stay apart."""
+    details = ", ".join(part for part in (model, f"prompt {prompt}" if prompt else None) if part)
+    return f"{name}: {run_dir}" + (f" ({details})" if details else "") + " accuracy"
+
+
 @app.command("compare")
 @handle_errors
 def compare_command(
@@ -188,10 +194,12 @@ def compare_command(
     acc_a = comparison.accuracy_a
     acc_b = comparison.accuracy_b
     table.add_row(
-        markup(f"A: {comparison.model_a or run_a}"), "–" if acc_a is None else f"{acc_a:.3f}"
+        markup(_run_label("A", run_a, comparison.model_a, comparison.prompt_a)),
+        "–" if acc_a is None else f"{acc_a:.3f}",
     )
     table.add_row(
-        markup(f"B: {comparison.model_b or run_b}"), "–" if acc_b is None else f"{acc_b:.3f}"
+        markup(_run_label("B", run_b, comparison.model_b, comparison.prompt_b)),
+        "–" if acc_b is None else f"{acc_b:.3f}",
     )
     table.add_row("difference B - A (95% CI)", comparison.difference.format())
     table.add_row(
@@ -202,8 +210,11 @@ def compare_command(
     table.add_row(
         "paired records (with truth)", f"{comparison.n_paired} ({comparison.n_with_truth})"
     )
-    if comparison.only_a or comparison.only_b:
-        table.add_row("records in one run only", f"A {comparison.only_a}, B {comparison.only_b}")
+    if comparison.unpaired_a or comparison.unpaired_b:
+        table.add_row(
+            "records in one run only (not compared)",
+            f"A {comparison.unpaired_a}, B {comparison.unpaired_b}",
+        )
     console.print(table)
     if comparison.disagreements and show:
         console.print(comparison_table(comparison, show))
