@@ -271,8 +271,8 @@ def _per_class_figure(ev: Evaluation) -> _Figure:
     metrics = (
         ("sensitivity", "sensitivity_ci"),
         ("specificity", "specificity_ci"),
-        ("ppv", None),
-        ("npv", None),
+        ("ppv", "ppv"),
+        ("npv", "npv"),
         ("f1", "f1_ci"),
     )
     k = len(ev.labels)
@@ -292,7 +292,7 @@ def _per_class_figure(ev: Evaluation) -> _Figure:
         )
         if ci_name is not None:
             for pos, cls, value in zip(positions, ev.per_class, values, strict=True):
-                ci = getattr(cls, ci_name)
+                ci = _wilson(cls, name) if name in ("ppv", "npv") else getattr(cls, ci_name)
                 if ci is not None and value is not None:
                     axes.errorbar(
                         pos,
@@ -305,16 +305,24 @@ def _per_class_figure(ev: Evaluation) -> _Figure:
         for pos, value in zip(positions, values, strict=True):
             if value is None:
                 axes.text(pos, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=7)
+            elif value == 0:
+                # A zero-height bar is invisible: mark it, so it is not read as missing.
+                axes.plot([pos - width / 2, pos + width / 2], [0, 0], color=_PALETTE[m], lw=2.5)
+                axes.text(pos, 0.015, "0", ha="center", va="bottom", fontsize=7)
     axes.set_xticks(x, [f"{_tick(c.label)}\n(n={c.support})" for c in ev.per_class], fontsize=8)
     axes.set_ylim(0, 1.05)
     axes.set_ylabel("one vs rest")
-    axes.set_title("Per-class metrics (bars: 95% bootstrap CI)", fontsize=10)
+    axes.set_title(
+        "Per-class metrics, one vs rest (whiskers: 95% CI; bootstrap, Wilson for PPV/NPV)",
+        fontsize=10,
+    )
     axes.legend(
         ncols=len(metrics),
-        fontsize=7,
+        fontsize=9,
         loc="upper center",
-        bbox_to_anchor=(0.5, -0.22),
+        bbox_to_anchor=(0.5, -0.2),
         frameon=False,
+        handlelength=1.2,
     )
     return _Figure(
         "per_class.png",
@@ -322,6 +330,21 @@ def _per_class_figure(ev: Evaluation) -> _Figure:
         _png(figure),
         "Per-class sensitivity, specificity, PPV, NPV and F1 with confidence intervals",
     )
+
+
+def _wilson(metrics: Any, name: str) -> tuple[float, float] | None:
+    """95% Wilson interval of PPV (TP of TP + FP) or NPV (TN of TN + FN) from the counts."""
+    from scipy.stats import binomtest
+
+    hits, total = (
+        (metrics.tp, metrics.tp + metrics.fp)
+        if name == "ppv"
+        else (metrics.tn, metrics.tn + metrics.fn)
+    )
+    if total <= 0:
+        return None
+    interval = binomtest(int(hits), int(total)).proportion_ci(0.95, method="wilson")
+    return float(interval.low), float(interval.high)
 
 
 def _distribution_figure(ev: Evaluation) -> _Figure:
@@ -365,7 +388,7 @@ def _roc_figure(ev: Evaluation, frame: pd.DataFrame) -> _Figure:
     probs, has = score_matrix(rows.scores, ev.labels)
     truth = np.array(rows.truth)[has]
     probs = probs[has]
-    figure, axes = _new_figure(5.2, 4.2)
+    figure, axes = _new_figure(7.4, 4.2)
     axes.plot([0, 1], [0, 1], color="#9ca3af", linestyle="--", linewidth=1)
     for i, label in enumerate(ev.labels):
         auc = (ev.roc_auc or {}).get(label)
@@ -383,7 +406,8 @@ def _roc_figure(ev: Evaluation, frame: pd.DataFrame) -> _Figure:
     axes.set_ylabel("true positive rate (sensitivity)")
     axes.set_title("ROC, one vs rest, from label scores", fontsize=10)
     axes.set_aspect("equal")
-    axes.legend(fontsize=7, frameon=False, loc="lower right")
+    # Beside the plot, not on it: the curves of a weak model fill the lower right.
+    axes.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return _Figure("roc.png", "ROC curves", _png(figure), "One-vs-rest ROC curves per label")
 
 
@@ -589,7 +613,7 @@ class _Page:
         when = self.manifest.finished_at or self.manifest.started_at if self.manifest else None
         parts = [
             f"<h1>{_e(title)}</h1>",
-            f'<p class="sub">Run <code>{_e(self.run_name)}</code> · {ev.n} records · '
+            f'<p class="sub">Run directory <code>{_e(self.run_name)}</code> · {ev.n} records · '
             f"{ev.n_with_truth} with ground truth · finished {_e(when or 'unknown')}</p>",
             '<div class="notice research"><b>Research software, not a medical device.</b> '
             "These figures describe one model on one set of images. They are not clinical "
@@ -603,6 +627,14 @@ class _Page:
                 "real run looks like; point the runner at a real model (e.g. "
                 '<code>TransformersRunner("google/medgemma-4b-it")</code>) for real numbers.'
                 "</div>"
+            )
+        status = self.manifest.status if self.manifest else "completed"
+        if status != "completed":
+            parts.append(
+                f'<div class="notice random"><b>This run is incomplete</b> (status '
+                f"<code>{_e(status)}</code>): the figures below cover only the {ev.n} records "
+                "answered so far. Run the same command again to finish it (answers already "
+                "given are reused).</div>"
             )
         if is_illustrative(self.manifest):
             parts.append(
@@ -690,6 +722,7 @@ class _Page:
 
     def _guardrails(self) -> str:
         g = self.ev.guardrails
+        # The three checks always have a row, so "not run" is visible rather than absent.
         rows: list[tuple[str, str, bool]] = []
         if g.constrained:
             validity = _pct(g.constraint_validity) if g.constraint_validity is not None else "–"
@@ -700,8 +733,24 @@ class _Page:
                     g.constraint_ignored > 0,
                 )
             )
+        else:
+            rows.append(("constraint validity", "not applicable: answers were not constrained",
+                         False))  # fmt: skip
         if g.image_not_seen:
             rows.append(("images not seen by the model", str(g.image_not_seen), True))
+        else:
+            seen = (g.canary or {}).get("image_seen")
+            rows.append(
+                (
+                    "images seen by the model",
+                    "yes (the canary's image probe)"
+                    if seen
+                    else "no record was reported unseen; not probed (no canary)"
+                    if seen is None
+                    else "no: the canary's probe found the image did not reach the model",
+                    seen is False,
+                )
+            )
         if g.reprompted:
             rows.append(("verdicts from the follow-up re-prompt", str(g.reprompted), False))
         canary = g.canary
@@ -715,8 +764,15 @@ class _Page:
                 + (f" · image seen: {'yes' if seen else 'no'}" if seen is not None else "")
             )
             rows.append(("canary", detail, bool(failures)))
-        if not rows:
-            return ""
+        else:
+            rows.append(
+                (
+                    "canary",
+                    "not run (only runners marked expensive run one, on more than 64 records;"
+                    " --skip-canary turns it off)",
+                    False,
+                )
+            )
         body = "".join(
             f'<tr class="{"bad" if bad else ""}"><td>{_e(name)}</td><td>{_e(value)}</td></tr>'
             for name, value, bad in rows
@@ -967,22 +1023,19 @@ class _Page:
             extra = dict(m.model_extra or {})
             items += [
                 ("model", f"<code>{_e(m.model_id)}</code>"),
-                ("runner", f"<code>{_e(json.dumps(_redact(m.runner), sort_keys=True))}</code>"),
+                ("runner", _facts(_redact(m.runner))),
                 (
                     "task / prompt",
                     f"{_e(m.task)} · {_e(m.prompt_version)} · fingerprint "
                     f"<code>{_e(m.prompt_fingerprint)}</code>",
                 ),
                 ("constrained decoding", "yes" if m.constrained else "no"),
-                (
-                    "generation parameters",
-                    f"<code>{_e(json.dumps(m.params, sort_keys=True))}</code>",
-                ),
-                ("dataset", f"<code>{_e(json.dumps(_redact(m.dataset), sort_keys=True))}</code>"),
+                ("generation parameters", _facts(m.params)),
+                ("dataset", _facts(_redact(m.dataset))),
             ]
-            for key in ("sampling", "demo"):
+            for key in ("sampling", "demo", "images_root"):
                 if key in extra:
-                    items.append((key, f"<code>{_e(json.dumps(_redact(extra[key])))}</code>"))
+                    items.append((key, _facts(_redact(extra[key]))))
             items += [
                 ("status", _e(m.status)),
                 (
@@ -1018,6 +1071,29 @@ class _Page:
             f"<footer>Generated by medbatch at {_e(now)}. Research software, not a medical "
             "device. metrics.json beside this file holds every number shown here.</footer>"
         )
+
+
+def _facts(value: Any) -> str:
+    """A manifest entry as readable HTML: `key value · key value`, nested keys dotted."""
+    if not isinstance(value, Mapping):
+        return f"<code>{_e(value)}</code>" if value not in (None, "") else "–"
+    flat: list[tuple[str, Any]] = []
+
+    def walk(prefix: str, item: Any) -> None:
+        if isinstance(item, Mapping) and item:
+            for key in sorted(item, key=str):
+                walk(f"{prefix}.{key}" if prefix else str(key), item[key])
+        else:
+            flat.append((prefix, item))
+
+    walk("", value)
+    shown = [
+        f'<span class="fact"><span class="muted">{_e(key)}</span> '
+        f"<code>{_e(json.dumps(item) if isinstance(item, (list, tuple)) else item)}</code></span>"
+        for key, item in flat
+        if item is not None
+    ]
+    return " · ".join(shown) or "–"
 
 
 def _first(frame: pd.DataFrame, column: str) -> str | None:

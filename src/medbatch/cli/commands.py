@@ -11,7 +11,6 @@ import typer
 from rich.table import Table
 
 from medbatch.cli.app import app, console, err_console, flag, handle_errors
-from medbatch.cli.display import metrics_table
 from medbatch.terminal import markup
 
 if TYPE_CHECKING:
@@ -127,7 +126,7 @@ def run_command(
         manifest_extra={"sampling": sampling}
         | ({"images_root": images_root} if images_root else {}),
     )
-    console.print(metrics_table(result.metrics, title=markup(f"{task.name} · {runner.model_id}")))
+    _print_summary(result.run_dir, title=f"{task.name} · {runner.model_id}")
     console.print(
         f"Results in [bold]{markup(result.run_dir)}[/] ({result.skipped} reused from before)",
         soft_wrap=True,
@@ -143,6 +142,35 @@ def run_command(
         )
         err_console.print(f"[bold red]error:[/] {markup(message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1)
+
+
+def _print_summary(run_dir: Path | None, *, title: str) -> None:
+    """The headline metrics with 95% intervals and coverage, as `medbatch demo` prints."""
+    from medbatch.cli.evaluate import evaluation_table, status_line
+    from medbatch.evaluation import evaluate
+
+    if run_dir is None:
+        return
+    evaluation = evaluate(run_dir)
+    console.print(evaluation_table(evaluation, title=markup(title)))
+    lines = status_line(evaluation).splitlines()
+    console.print("\n".join(markup(line) for line in lines), highlight=False)
+    for note in evaluation.notes:
+        console.print(f"[yellow]note:[/] {markup(note)}", highlight=False)
+    from medbatch.report import is_illustrative, is_random_model
+    from medbatch.store import RunStore
+
+    manifest = RunStore(run_dir).read_manifest()
+    if is_random_model(manifest):
+        console.print(
+            "[bold red]The model's weights are random:[/] every number above is chance level.",
+            highlight=False,
+        )
+    elif is_illustrative(manifest):
+        console.print(
+            "[bold red]These answers are illustrative[/] (hand-written), not model output.",
+            highlight=False,
+        )
 
 
 def _status(show: bool, text: str) -> AbstractContextManager[object]:
