@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from medbatch.cli.app import app, console, flag, handle_errors, print_json
 from medbatch.errors import ConfigError
-from medbatch.evaluation import Comparison, Evaluation
 from medbatch.terminal import markup
+
+if TYPE_CHECKING:
+    from medbatch.evaluation import Comparison, Evaluation
 
 __all__ = ["comparison_table", "evaluation_table", "status_line"]
 
