@@ -73,6 +73,18 @@ def run_command(
     reprompt: bool = flag(
         False, "--reprompt", help="Ask once more, for the label only, when no verdict is found."
     ),
+    output_dir: Path | None = typer.Option(
+        None, "--output-dir", "-o", help="Run directory (overrides the config's output_dir)."
+    ),
+    prompt: str | None = typer.Option(
+        None, "--prompt", help="Prompt version (overrides [task] prompt), e.g. direct-v1."
+    ),
+    constrained: bool | None = typer.Option(
+        None,
+        "--constrained/--unconstrained",
+        help="Constrain answers to the labels, or let the model write free text (overrides "
+        "the config's constrained; a constrained run uses the task's constrained prompt).",
+    ),
 ) -> None:
     """Run a classification described by a TOML config.
 
@@ -81,12 +93,21 @@ def run_command(
     Expensive runners (Snowflake, vLLM, servers) run an 8-record canary first.
 
     Example: medbatch run examples/skin_lesion_config.toml --per-class 25 --seed 1
+
+    Example: medbatch run my_run.toml --prompt direct-v1 -o runs/ecg-direct
     """
     from medbatch.cli.sampling import sample_dataset
     from medbatch.config import load_config
     from medbatch.pipeline import classify
 
     run_config = load_config(config)
+    if output_dir is not None:
+        run_config = run_config.model_copy(update={"output_dir": output_dir})
+    if constrained is not None:
+        run_config = run_config.model_copy(update={"constrained": constrained})
+    if prompt is not None:
+        section = run_config.task.model_copy(update={"prompt": prompt})
+        run_config = run_config.model_copy(update={"task": section})
     task = run_config.build_task()
     # Build unsampled, then dedupe before sampling, so N per class are N distinct images.
     dataset = run_config.model_copy(update={"per_class": None}).build_dataset(task)
@@ -131,6 +152,12 @@ def run_command(
         f"Results in [bold]{markup(result.run_dir)}[/] ({result.skipped} reused from before)",
         soft_wrap=True,
     )
+    if result.skipped and not result.manifest.counts.get("answered_now"):
+        # The runner starts only for a record that needs it: none did.
+        console.print(
+            f"Nothing left to run: all {result.skipped} answers were reused; "
+            "the model was not loaded."
+        )
     errors = int(result.metrics["status_counts"].get("error", 0))
     if result.metrics["n"] and errors == result.metrics["n"]:
         kinds = result.predictions["error_kind"].value_counts().to_dict()
