@@ -186,9 +186,9 @@ class TransformersRunner(BatchRunner):
 
     Args:
         model: Hub name or local folder (e.g. `medbatch.testing.tiny_vlm(...)`).
-        revision, device, dtype, allow_fp16, batch_size, num_image_workers, max_image_side,
-        pan_and_scan, score_labels, trust_remote_code, attn_implementation: See
-            `TransformersRunnerConfig`.
+        **settings: `revision`, `device`, `dtype`, `allow_fp16`, `batch_size`,
+            `num_image_workers`, `max_image_side`, `pan_and_scan`, `score_labels`,
+            `trust_remote_code`, `attn_implementation`: see `TransformersRunnerConfig`.
 
     Raises:
         MissingDependencyError: torch or transformers is not installed (on `start`).
