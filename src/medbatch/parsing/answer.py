@@ -429,7 +429,13 @@ class FinalAnswerParser(LabelParser):
         super().__init__(labels)
         self._json = JSONLabelParser(labels) if use_json else None
         self._allow_sole_mention = allow_sole_mention
-        self._mentions = _mention_table(labels)
+
+    @functools.cached_property
+    def _mentions(self) -> _MentionTable:
+        # Built on the first parse, not with the task: `medbatch tasks` and anything else that
+        # only lists tasks skips ~80 regex compilations. Two threads racing build it twice
+        # (the table is cached per label set anyway), which is harmless.
+        return _mention_table(self.labels)
 
     # --- the contract ----------------------------------------------------------------
 
