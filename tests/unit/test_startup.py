@@ -57,3 +57,14 @@ def test_lazy_exports_still_resolve() -> None:
     assert medbatch.__version__
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = medbatch.nope
+
+
+def test_building_a_parser_compiles_no_patterns() -> None:
+    # `medbatch tasks` builds every task, and so its parser: that must stay cheap.
+    from medbatch.parsing.answer import FinalAnswerParser
+    from medbatch.tasks.ecg import ECG_LABELS
+
+    parser = FinalAnswerParser(ECG_LABELS)
+    assert "_mentions" not in vars(parser)  # built on the first parse, not with the task
+    assert parser.parse("FINAL CLASSIFICATION: NORMAL").label == "NORMAL"
+    assert "_mentions" in vars(parser)
