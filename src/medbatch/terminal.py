@@ -9,22 +9,37 @@ markup string) or `printable()` (in a `Text` or a non-markup print).
 
 from __future__ import annotations
 
+import logging
 import re
 
-__all__ = ["markup", "printable"]
+__all__ = ["PrintableFormatter", "markup", "printable"]
 
 # C0 controls (tab and newline included: one record is one line), DEL, and C1 controls.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 
 
-def printable(text: object) -> str:
+def printable(text: object, *, keep_newlines: bool = False) -> str:
     """`text` with every control character written as a visible escape (`\\x1b`).
+
+    Args:
+        text: Anything; its `str()` is used.
+        keep_newlines: Leave line breaks as they are (for multi-line log records).
 
     Example:
         >>> printable("scan\\x1b[31m.jpg")
         'scan\\\\x1b[31m.jpg'
     """
-    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", str(text))
+    pattern = _CONTROL_BUT_NEWLINE if keep_newlines else _CONTROL
+    return pattern.sub(lambda match: f"\\x{ord(match.group()):02x}", str(text))
+
+
+class PrintableFormatter(logging.Formatter):
+    """A logging formatter whose lines carry no terminal control characters."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The formatted record, control characters escaped (line breaks kept)."""
+        return printable(super().format(record), keep_newlines=True)
 
 
 def markup(text: object) -> str:

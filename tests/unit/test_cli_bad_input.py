@@ -202,3 +202,15 @@ def test_markup_and_escapes_in_file_names_are_shown_as_text(tmp_path: Path) -> N
     assert run.exit_code == 0, run.output
     assert "out [/x]" in run.output
     assert (tmp_path / "out [/x]" / "manifest.json").is_file()
+
+
+def test_log_lines_carry_no_escape_sequences() -> None:
+    import logging
+
+    from medbatch.terminal import PrintableFormatter
+
+    record = logging.LogRecord(
+        "medbatch.x", logging.WARNING, __file__, 1, "bad image %s", ("\x1b[2Jwipe.png",), None
+    )
+    line = PrintableFormatter("%(levelname)s %(message)s").format(record)
+    assert line == "WARNING bad image \\x1b[2Jwipe.png"

@@ -24,7 +24,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from medbatch.errors import MedbatchError
-from medbatch.terminal import markup
+from medbatch.terminal import PrintableFormatter, markup
 
 __all__ = ["app", "console", "err_console", "flag", "handle_errors", "state"]
 
@@ -108,11 +108,10 @@ def _main(
     Start with `medbatch demo` (offline, no credentials), then `medbatch run CONFIG.toml`.
     """
     state.debug = debug
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    # Log records quote file names and server answers: no escape sequence reaches the terminal.
+    handler.setFormatter(PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
 
 
 def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
