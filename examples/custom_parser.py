@@ -7,7 +7,7 @@ rather than guess. `ParserContract` then checks the promises every parser must k
 never raises on any string, returns a label only with status `parsed`, reads every bare
 label, and gets the known answers below right.
 
-Run it (no model, no network; needs pytest, which is in `medbatch[dev]`):
+Run it (no model, no network; needs pytest: `pip install pytest`, or `medbatch[dev]`):
 
     python examples/custom_parser.py            # parse a few answers, then run the contract
     python examples/custom_parser.py --offline  # the same: this example is always offline
@@ -15,10 +15,14 @@ Run it (no model, no network; needs pytest, which is in `medbatch[dev]`):
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 
-import pytest
+try:
+    import pytest
+except ImportError:
+    sys.exit("custom_parser.py needs pytest to run the contract suite: pip install pytest")
 
 from medbatch import AnswerStatus, LabelParser, LabelSet, ParseResult
 from medbatch.tasks.ecg import ECG_LABELS
@@ -83,7 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     labels: LabelSet = parser.labels
     print(f"Checking the LabelParser contract for {len(labels)} labels...")
     extra = [a for a in args if a != "--offline"]
-    return int(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *extra]))
+    # `-c os.devnull`: this file is checked on its own, not under the settings of whatever
+    # project it sits in (a repository's pytest config may name plugins not installed here).
+    options = [
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-c",
+        os.devnull,
+        "--rootdir",
+        os.path.dirname(__file__),
+    ]
+    return int(pytest.main([__file__, *options, *extra]))
 
 
 if __name__ == "__main__":

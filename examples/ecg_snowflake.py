@@ -2,7 +2,10 @@
 
     python examples/ecg_snowflake.py --connection my_conn --model MEDGEMMA_4B_IT_TEST \\
         --version V_2026_02_06__15_25_17
-    python examples/ecg_snowflake.py --dry-run      # offline: synthetic ECGs + fake Snowflake
+    python examples/ecg_snowflake.py --offline      # synthetic ECGs + fake Snowflake
+
+Needs the snowflake extra, even offline (the fake wraps snowpark's own classes):
+`pip install "medbatch[snowflake]"`. `--dry-run` is the same as `--offline`.
 
 What changed from the notebook: one PUT per class folder instead of one per image (and none
 on a re-run), answers parsed from `choices` (the notebook parsed the `id` column), the job
@@ -13,9 +16,15 @@ is waited on (with its logs on failure), `max_completion_tokens` instead of the
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+try:
+    import snowflake.snowpark  # noqa: F401 - checked first, for a one-line answer
+except ImportError:
+    sys.exit('ecg_snowflake.py needs the snowflake extra: pip install "medbatch[snowflake]"')
 
 import medbatch
 from medbatch.datasets.stage import SnowflakeStageDataset
@@ -28,7 +37,10 @@ from medbatch.snowflake.stage import StageUploader
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dry-run", action="store_true", help="offline, against the fake")
+    parser.add_argument(
+        "--offline", "--dry-run", dest="dry_run", action="store_true",
+        help="offline, against the fake Snowflake",
+    )  # fmt: skip
     parser.add_argument("--connection", default=None, help="connections.toml entry")
     parser.add_argument("--database", default="MEDGEMMA_DEMO")
     parser.add_argument("--schema", default="PUBLIC")

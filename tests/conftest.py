@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# `model = "medbatch/tiny-gemma3"` builds the tiny model into this cache: one per session,
+# never in the user's ~/.cache.
+os.environ.setdefault("MEDBATCH_CACHE_DIR", tempfile.mkdtemp(prefix="medbatch-test-cache-"))
 # Snowflake connections must never be attempted from tests: point every default at nothing.
 for _key in list(os.environ):
     if _key.startswith("SNOWFLAKE_"):

@@ -104,6 +104,7 @@ class RunConfig(BaseModel):
             ConfigError: Unknown kind or invalid options.
         """
         dataset_cls = DATASETS.get(self.dataset.kind)
+        _check_dataset_keys(self.dataset.kind, dataset_cls, self.dataset.options())
         try:
             dataset: Dataset = dataset_cls.from_options(self.dataset.options(), task)
         except TypeError as exc:
@@ -125,17 +126,70 @@ class RunConfig(BaseModel):
         try:
             settings = config_cls.model_validate(self.runner.options())
         except ValidationError as exc:
-            raise ConfigError(f"[runner] {self.runner.kind}: {_first_error(exc)}") from exc
-        runner: BatchRunner = runner_cls.from_config(settings)
+            raise ConfigError(
+                f"[runner] {self.runner.kind}: {_first_error(exc, config_cls)}"
+            ) from exc
+        try:
+            runner: BatchRunner = runner_cls.from_config(settings)
+        except ValueError as exc:  # a value pydantic let through (e.g. a URL's port)
+            raise ConfigError(f"[runner] {self.runner.kind}: {exc}") from exc
         return runner
 
 
-def _first_error(exc: ValidationError) -> str:
+def _first_error(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """Every error of `exc` on one line; an unknown key gets a did-you-mean."""
     parts = []
     for error in exc.errors():
-        where = ".".join(str(item) for item in error["loc"]) or "value"
-        parts.append(f"{where}: {error['msg']}")
+        loc = error["loc"]
+        where = ".".join(str(item) for item in loc) or "value"
+        if error["type"] == "extra_forbidden" and model is not None:
+            known = _field_names(model, loc[:-1])
+            parts.append(f"unknown key {where!r}{_did_you_mean(str(loc[-1]), known)}")
+        else:
+            parts.append(f"{where}: {error['msg']}")
     return "; ".join(parts)
+
+
+def _field_names(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The field names of the (nested) model at `loc`, or [] where it is not a model."""
+    current: Any = model
+    for part in loc:
+        field = current.model_fields.get(str(part)) if hasattr(current, "model_fields") else None
+        if field is None:
+            return []
+        current = field.annotation
+        # `X | None` fields: look inside for the model.
+        for arg in getattr(current, "__args__", ()):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                current = arg
+    return list(getattr(current, "model_fields", {}))
+
+
+def _did_you_mean(name: str, known: list[str]) -> str:
+    import difflib
+
+    if not known:
+        return ""
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{hint}; known keys: {', '.join(sorted(known))}"
+
+
+def _check_dataset_keys(kind: str, dataset_cls: type[Dataset], options: dict[str, Any]) -> None:
+    """Unknown `[dataset]` keys, named with a did-you-mean, before the class sees them."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(dataset_cls.__init__).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    # `labels` and friends come from the task; they are not for the config to set.
+    known = [name for name in parameters if name not in ("self", "labels", "is_valid_file")]
+    for key in options:
+        if key not in parameters:
+            raise ConfigError(f"[dataset] {kind}: unknown key {key!r}{_did_you_mean(key, known)}")
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -153,7 +207,7 @@ def load_config(path: str | Path) -> RunConfig:
     task_table = raw.get("task")
     if isinstance(task_table, dict) and str(task_table.get("name", "")).endswith(".toml"):
         task_table["name"] = str(_resolve(base, task_table["name"]))
-    if "output_dir" in raw:
+    if isinstance(raw.get("output_dir"), str):
         raw["output_dir"] = str(_resolve(base, raw["output_dir"]))
     for section in ("dataset", "runner"):
         table = raw.get(section)
@@ -161,10 +215,25 @@ def load_config(path: str | Path) -> RunConfig:
             for key in ("root", "path", "manifest"):
                 if isinstance(table.get(key), str):
                     table[key] = str(_resolve(base, table[key]))
+    runner_table = raw.get("runner")
+    if isinstance(runner_table, dict) and isinstance(runner_table.get("model"), str):
+        runner_table["model"] = _resolve_model(base, runner_table["model"])
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_first_error(exc)}") from exc
+        raise ConfigError(f"{path}: {_first_error(exc, RunConfig)}") from exc
+
+
+def _resolve_model(base: Path, value: str) -> str:
+    """A relative model path that names a folder next to the config; else the name as is.
+
+    `model` is a hub name (`google/medgemma-4b-it`) or a folder: a relative value that
+    exists as a folder relative to the config (or starts with `./`, `../` or `~`) is a path.
+    """
+    if value.startswith(("./", "../", "~")) or Path(value).is_absolute():
+        return str(_resolve(base, value))
+    candidate = base / value
+    return str(candidate) if candidate.is_dir() else value
 
 
 def _resolve(base: Path, value: str) -> Path:

@@ -516,8 +516,8 @@ class Comparison(BaseModel):
     Attributes:
         n_paired: Records present in both runs.
         n_with_truth: Paired records with a ground truth (the accuracy denominator).
-        only_a: Records only run A has.
-        only_b: Records only run B has.
+        unpaired_a: Records only run A has (left out of every paired figure).
+        unpaired_b: Records only run B has.
         accuracy_a: Run A's accuracy on the paired records (unparsed = wrong).
         accuracy_b: Run B's accuracy on the paired records.
         difference: Accuracy of B minus A, with a paired bootstrap CI.
@@ -528,14 +528,18 @@ class Comparison(BaseModel):
         disagreements: Records whose labels or statuses differ between the runs.
         model_a: Model id of run A (when known).
         model_b: Model id of run B.
+        run_a: Run A's directory (None for a DataFrame).
+        run_b: Run B's directory.
+        prompt_a: Run A's prompt version (from its manifest, when known).
+        prompt_b: Run B's prompt version.
     """
 
     model_config = _MODEL
 
     n_paired: int
     n_with_truth: int
-    only_a: int
-    only_b: int
+    unpaired_a: int
+    unpaired_b: int
     accuracy_a: float | None
     accuracy_b: float | None
     difference: Estimate
@@ -545,6 +549,10 @@ class Comparison(BaseModel):
     disagreements: tuple[Disagreement, ...]
     model_a: str | None = None
     model_b: str | None = None
+    run_a: str | None = None
+    run_b: str | None = None
+    prompt_a: str | None = None
+    prompt_b: str | None = None
 
     def disagreements_frame(self) -> pd.DataFrame:
         """The disagreeing records as a DataFrame."""
@@ -1440,8 +1448,8 @@ def compare(
     return Comparison(
         n_paired=len(shared),
         n_with_truth=n,
-        only_a=len(a.record_ids) - len(shared),
-        only_b=sum(1 for rid in b.record_ids if rid not in pos_a),
+        unpaired_a=len(a.record_ids) - len(shared),
+        unpaired_b=sum(1 for rid in b.record_ids if rid not in pos_a),
         accuracy_a=float(ra.mean()) if n else None,
         accuracy_b=float(rb.mean()) if n else None,
         difference=_estimate(float(rb.mean() - ra.mean()) if n else None, diff_samples, n),
@@ -1451,6 +1459,10 @@ def compare(
         disagreements=tuple(disagreements),
         model_a=manifest_a.model_id if manifest_a else _model_of(frame_a),
         model_b=manifest_b.model_id if manifest_b else _model_of(frame_b),
+        run_a=None if isinstance(run_a, pd.DataFrame) else str(run_a),
+        run_b=None if isinstance(run_b, pd.DataFrame) else str(run_b),
+        prompt_a=manifest_a.prompt_version if manifest_a else None,
+        prompt_b=manifest_b.prompt_version if manifest_b else None,
     )
 
 

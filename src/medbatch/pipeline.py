@@ -151,8 +151,9 @@ def classify(
     Args:
         dataset: The records.
         task: Labels, prompt and parser (e.g. `get_task("ecg")`).
-        runner: The back-end. It is started and closed here if it is not already in a
-            `with` block (starting twice is harmless).
+        runner: The back-end. It is started when the first record needs it (a resume with
+            nothing left to do never loads the model) and closed at the end (starting twice
+            is harmless, so a runner already in a `with` block is fine).
         store: A run directory (or `RunStore`) to stream predictions to; None keeps results
             in memory only.
         resume: Reuse predictions already in `store` whose image, prompt, model and
@@ -230,16 +231,20 @@ def classify(
     install_log_redaction()
     with _sigterm_as_interrupt():
         try:
-            with runner:
+            # The runner starts only when a record needs it (a resume with nothing left to
+            # do never loads the model); it is closed whatever happens.
+            try:
                 if canary_size:
                     loop.run_canary(canary_size, canary_thresholds or CanaryThresholds())
                 loop.execute(dataset, show_progress=show)
                 if reprompt:
                     loop.reprompt_unparsed()
-            return loop.finish()
+            finally:
+                runner.close()
         except BaseException as exc:
             loop.abort(exc)
             raise
+        return loop.finish()
 
 
 class RunTerminated(KeyboardInterrupt):
@@ -354,6 +359,8 @@ class _RunLoop:
         self.text_only_tokens: int | None = None
         self.stop_status: str | None = None  # why the run stopped early, when it did
         self.advance: Callable[[], None] = lambda: None
+        self.describe: Callable[[str], None] = lambda text: None
+        self.runner_started = False
         self.manifest = self._new_manifest()
 
     def _new_manifest(self) -> RunManifest:
@@ -467,10 +474,13 @@ class _RunLoop:
 
     def execute(self, dataset: Dataset, *, show_progress: bool) -> None:
         """Stream every record of the main pass through the runner."""
-        with _progress_bar(show_progress, _safe_len(dataset), self.task.name) as advance:
+        bar = _progress_bar(show_progress, _safe_len(dataset), self.task.name)
+        with bar as advance:
             self.advance = advance
+            self.describe = bar.describe
             self._stream(dataset, record_order=self.record_order)
         self.advance = lambda: None
+        self.describe = lambda text: None
 
     def reprompt_unparsed(self) -> None:
         """One bounded follow-up turn for answers without a verdict."""
@@ -484,6 +494,7 @@ class _RunLoop:
                 follow_ups.append(follow_up_request(request, prediction.text or "", self.task))
         if not follow_ups:
             return
+        self._start_runner()
         constrained = self.runner.capabilities.constrained_decoding
         for request in follow_ups:
             first = self.collector.by_id[request.record_id]
@@ -577,6 +588,15 @@ class _RunLoop:
 
     # -- helpers ---------------------------------------------------------------------------
 
+    def _start_runner(self) -> None:
+        """Start the runner when the first record needs it (loading a model takes time)."""
+        if self.runner_started:
+            return
+        self.describe(f"{self.task.name}: starting {self.runner.name} · {self.runner.model_id}")
+        self.runner.start()
+        self.runner_started = True
+        self.describe(self.task.name)
+
     def _save_runner_state(self, state: dict[str, Any]) -> None:
         # A remote job's name must be durable as soon as it exists, so a client restarted
         # after a crash can re-attach to it instead of paying for a second job.
@@ -630,6 +650,7 @@ class _RunLoop:
             except ImageLoadError as exc:
                 self._image_failure(record, sha256, exc)
                 continue
+            self._start_runner()
             self.pending[record.id] = _Pending(sha256, record.label, dict(record.metadata))
             request = InferenceRequest(
                 record_id=record.id,
@@ -767,6 +788,12 @@ def _dataset_source(dataset: Dataset) -> str | None:
     return None
 
 
+def _escape(text: str) -> str:
+    from medbatch.terminal import markup
+
+    return markup(text)
+
+
 def _safe_len(dataset: Dataset) -> int | None:
     try:
         return len(dataset)
@@ -782,6 +809,7 @@ class _progress_bar:  # noqa: N801 - used like a function in a with statement
         self.total = total
         self.description = description
         self._progress: Any = None
+        self._task_id: Any = None
 
     def __enter__(self) -> Callable[[], None]:
         if not self.show:
@@ -804,9 +832,15 @@ class _progress_bar:  # noqa: N801 - used like a function in a with statement
             transient=False,
         )
         self._progress.start()
-        task_id = self._progress.add_task(self.description, total=self.total)
+        self._task_id = self._progress.add_task(_escape(self.description), total=self.total)
         progress = self._progress
+        task_id = self._task_id
         return lambda: progress.advance(task_id)
+
+    def describe(self, text: str) -> None:
+        """Say what is happening now (starting the runner, ...) in place of the task name."""
+        if self._progress is not None:
+            self._progress.update(self._task_id, description=_escape(text))
 
     def __exit__(self, *exc_info: object) -> None:
         if self._progress is not None:

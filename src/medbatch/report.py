@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["RANDOM_MODEL_MARKER", "is_random_model", "write_report"]
+__all__ = ["RANDOM_MODEL_MARKER", "is_illustrative", "is_random_model", "write_report"]
 
 RANDOM_MODEL_MARKER = "medbatch_tiny_vlm.json"
 """File that `medbatch.testing.tiny_vlm` writes into the random-weight model's folder."""
@@ -75,6 +75,9 @@ _SECRET_KEY = re.compile(r"key|token|secret|password|passwd|credential|auth|cook
 _IMAGE_KEYS = ("image_path", "path", "source_path", "file")
 _PALETTE = ("#2563eb", "#16a34a", "#d97706", "#9333ea", "#0891b2", "#dc2626", "#4b5563")
 _DPI = 110
+# Longest side of an embedded example image: an ECG page's leads stay legible at this size
+# (~150 kB a page as JPEG), and the report stays one file.
+_FULL_SIDE = 1400
 
 
 # -- public API ------------------------------------------------------------------------------
@@ -83,8 +86,9 @@ _DPI = 110
 def is_random_model(manifest: RunManifest | None) -> bool:
     """Whether a run used a random-weight test model (its answers mean nothing).
 
-    True when the manifest says so (`random_weights: true`, as `medbatch demo` records) or
-    the model folder holds the marker that `medbatch.testing.tiny_vlm` writes.
+    True when the manifest says so (`random_weights: true`, as `medbatch demo` and the
+    `medbatch/tiny-gemma3` runner record), or the model folder holds the marker that
+    `medbatch.testing.tiny_vlm` writes.
     """
     if manifest is None:
         return False
@@ -92,10 +96,27 @@ def is_random_model(manifest: RunManifest | None) -> bool:
     demo = extra.get("demo")
     if extra.get("random_weights") or (isinstance(demo, Mapping) and demo.get("random_weights")):
         return True
+    runner = manifest.runner if isinstance(manifest.runner, Mapping) else {}
+    if runner.get("random_weights") or manifest.model_id == "medbatch/tiny-gemma3":
+        return True
     try:
         return (Path(manifest.model_id) / RANDOM_MODEL_MARKER).is_file()
     except (OSError, ValueError):
         return False
+
+
+def is_illustrative(manifest: RunManifest | None) -> bool:
+    """Whether a run replayed the bundled illustrative answers (written, not generated).
+
+    True when the manifest says so (`illustrative: true`, as `medbatch demo --replay`
+    records) or its model id is `medbatch.datasets.sample.ILLUSTRATIVE_MODEL_ID`.
+    """
+    if manifest is None:
+        return False
+    from medbatch.datasets.sample import ILLUSTRATIVE_MODEL_ID
+
+    extra = manifest.model_extra or {}
+    return bool(extra.get("illustrative")) or manifest.model_id == ILLUSTRATIVE_MODEL_ID
 
 
 def write_report(
@@ -117,7 +138,8 @@ def write_report(
         out: The HTML file to write; default `run_dir/report.html`. `metrics.json` and
             `figures/` are written next to it.
         images_root: Folder the record ids are relative to (e.g. an `ImageFolderDataset`
-            root), for thumbnails in the gallery; default: the manifest's `images_root`.
+            root), for the images in the gallery; default: the manifest's `images_root`
+            (a relative one is relative to `run_dir`).
         evaluation: A precomputed evaluation; computed here when None.
         n_bootstrap: Bootstrap resamples for the intervals (when computing).
         seed: Seed of the resampling.
@@ -149,7 +171,9 @@ def write_report(
 
     root = images_root
     if root is None and manifest is not None:
-        root = (manifest.model_extra or {}).get("images_root")
+        recorded = (manifest.model_extra or {}).get("images_root")
+        # `medbatch run` records a root given as a relative path relative to the run dir.
+        root = run_dir / recorded if isinstance(recorded, str) and recorded else None
     figures = _figures(evaluation, frame)
     figure_dir = target.parent / "figures"
     figure_dir.mkdir(exist_ok=True)
@@ -256,8 +280,8 @@ def _per_class_figure(ev: Evaluation) -> _Figure:
     metrics = (
         ("sensitivity", "sensitivity_ci"),
         ("specificity", "specificity_ci"),
-        ("ppv", None),
-        ("npv", None),
+        ("ppv", "ppv"),
+        ("npv", "npv"),
         ("f1", "f1_ci"),
     )
     k = len(ev.labels)
@@ -277,7 +301,7 @@ def _per_class_figure(ev: Evaluation) -> _Figure:
         )
         if ci_name is not None:
             for pos, cls, value in zip(positions, ev.per_class, values, strict=True):
-                ci = getattr(cls, ci_name)
+                ci = _wilson(cls, name) if name in ("ppv", "npv") else getattr(cls, ci_name)
                 if ci is not None and value is not None:
                     axes.errorbar(
                         pos,
@@ -290,16 +314,24 @@ def _per_class_figure(ev: Evaluation) -> _Figure:
         for pos, value in zip(positions, values, strict=True):
             if value is None:
                 axes.text(pos, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=7)
+            elif value == 0:
+                # A zero-height bar is invisible: mark it, so it is not read as missing.
+                axes.plot([pos - width / 2, pos + width / 2], [0, 0], color=_PALETTE[m], lw=2.5)
+                axes.text(pos, 0.015, "0", ha="center", va="bottom", fontsize=7)
     axes.set_xticks(x, [f"{_tick(c.label)}\n(n={c.support})" for c in ev.per_class], fontsize=8)
     axes.set_ylim(0, 1.05)
     axes.set_ylabel("one vs rest")
-    axes.set_title("Per-class metrics (bars: 95% bootstrap CI)", fontsize=10)
+    axes.set_title(
+        "Per-class metrics, one vs rest (whiskers: 95% CI; bootstrap, Wilson for PPV/NPV)",
+        fontsize=10,
+    )
     axes.legend(
         ncols=len(metrics),
-        fontsize=7,
+        fontsize=9,
         loc="upper center",
-        bbox_to_anchor=(0.5, -0.22),
+        bbox_to_anchor=(0.5, -0.2),
         frameon=False,
+        handlelength=1.2,
     )
     return _Figure(
         "per_class.png",
@@ -307,6 +339,21 @@ def _per_class_figure(ev: Evaluation) -> _Figure:
         _png(figure),
         "Per-class sensitivity, specificity, PPV, NPV and F1 with confidence intervals",
     )
+
+
+def _wilson(metrics: Any, name: str) -> tuple[float, float] | None:
+    """95% Wilson interval of PPV (TP of TP + FP) or NPV (TN of TN + FN) from the counts."""
+    from scipy.stats import binomtest
+
+    hits, total = (
+        (metrics.tp, metrics.tp + metrics.fp)
+        if name == "ppv"
+        else (metrics.tn, metrics.tn + metrics.fn)
+    )
+    if total <= 0:
+        return None
+    interval = binomtest(int(hits), int(total)).proportion_ci(0.95, method="wilson")
+    return float(interval.low), float(interval.high)
 
 
 def _distribution_figure(ev: Evaluation) -> _Figure:
@@ -350,7 +397,7 @@ def _roc_figure(ev: Evaluation, frame: pd.DataFrame) -> _Figure:
     probs, has = score_matrix(rows.scores, ev.labels)
     truth = np.array(rows.truth)[has]
     probs = probs[has]
-    figure, axes = _new_figure(5.2, 4.2)
+    figure, axes = _new_figure(7.4, 4.2)
     axes.plot([0, 1], [0, 1], color="#9ca3af", linestyle="--", linewidth=1)
     for i, label in enumerate(ev.labels):
         auc = (ev.roc_auc or {}).get(label)
@@ -368,7 +415,8 @@ def _roc_figure(ev: Evaluation, frame: pd.DataFrame) -> _Figure:
     axes.set_ylabel("true positive rate (sensitivity)")
     axes.set_title("ROC, one vs rest, from label scores", fontsize=10)
     axes.set_aspect("equal")
-    axes.legend(fontsize=7, frameon=False, loc="lower right")
+    # Beside the plot, not on it: the curves of a weak model fill the lower right.
+    axes.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return _Figure("roc.png", "ROC curves", _png(figure), "One-vs-rest ROC curves per label")
 
 
@@ -450,12 +498,18 @@ pre { white-space:pre-wrap; word-break:break-word; background:#f1f5f9; padding:8
       border-radius:6px; margin:6px 0; max-height:320px; overflow:auto; }
 details summary { cursor:pointer; color:var(--accent); }
 mark { background:#fde68a; padding:0 2px; border-radius:2px; }
-.gallery { display:grid; grid-template-columns:repeat(auto-fill,minmax(200px,1fr)); gap:10px; }
+.gallery { display:grid; grid-template-columns:repeat(auto-fill,minmax(300px,1fr)); gap:10px; }
 .example { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:8px;
            font-size:12px; overflow:hidden; }
 .example.right { border-top:3px solid #16a34a; }
 .example.wrong { border-top:3px solid var(--bad); }
 .example img { width:100%; height:auto; border-radius:4px; display:block; margin-bottom:6px; }
+.zoom { cursor:zoom-in; display:block; }
+.zoom input { position:absolute; opacity:0; width:0; height:0; }
+.zoom input:focus-visible + img { outline:2px solid var(--accent); }
+.zoom input:checked + img { position:fixed; inset:0; margin:auto; z-index:10;
+    width:auto; height:auto; max-width:96vw; max-height:96vh; cursor:zoom-out;
+    box-shadow:0 0 0 100vmax rgba(15,23,42,.85); border-radius:0; }
 .example .id { font-family:ui-monospace,monospace; color:var(--muted); word-break:break-all; }
 .noimg { background:#f1f5f9; color:var(--muted); text-align:center; padding:28px 0;
          border-radius:4px; margin-bottom:6px; }
@@ -568,7 +622,7 @@ class _Page:
         when = self.manifest.finished_at or self.manifest.started_at if self.manifest else None
         parts = [
             f"<h1>{_e(title)}</h1>",
-            f'<p class="sub">Run <code>{_e(self.run_name)}</code> · {ev.n} records · '
+            f'<p class="sub">Run directory <code>{_e(self.run_name)}</code> · {ev.n} records · '
             f"{ev.n_with_truth} with ground truth · finished {_e(when or 'unknown')}</p>",
             '<div class="notice research"><b>Research software, not a medical device.</b> '
             "These figures describe one model on one set of images. They are not clinical "
@@ -586,6 +640,13 @@ class _Page:
         completeness = ev.completeness()
         if completeness is not None:
             parts.append(f'<div class="notice random incomplete">{_e(completeness)}</div>')
+        if is_illustrative(self.manifest):
+            parts.append(
+                '<div class="notice random"><b>These answers are illustrative, not model '
+                "output.</b> They were written by hand in MedGemma's style for the notebook's "
+                "prompt and are replayed here to show the report; every metric below "
+                "describes that hand-written sample, not MedGemma or any other model.</div>"
+            )
         for note in ev.notes:
             parts.append(f'<div class="notice info">{_e(note)}</div>')
         return "\n".join(parts)
@@ -665,6 +726,7 @@ class _Page:
 
     def _guardrails(self) -> str:
         g = self.ev.guardrails
+        # The three checks always have a row, so "not run" is visible rather than absent.
         rows: list[tuple[str, str, bool]] = []
         if g.constrained:
             validity = _pct(g.constraint_validity) if g.constraint_validity is not None else "–"
@@ -675,8 +737,24 @@ class _Page:
                     g.constraint_ignored > 0,
                 )
             )
+        else:
+            rows.append(("constraint validity", "not applicable: answers were not constrained",
+                         False))  # fmt: skip
         if g.image_not_seen:
             rows.append(("images not seen by the model", str(g.image_not_seen), True))
+        else:
+            seen = (g.canary or {}).get("image_seen")
+            rows.append(
+                (
+                    "images seen by the model",
+                    "yes (the canary's image probe)"
+                    if seen
+                    else "no record was reported unseen; not probed (no canary)"
+                    if seen is None
+                    else "no: the canary's probe found the image did not reach the model",
+                    seen is False,
+                )
+            )
         if g.reprompted:
             rows.append(("verdicts from the follow-up re-prompt", str(g.reprompted), False))
         canary = g.canary
@@ -690,8 +768,15 @@ class _Page:
                 + (f" · image seen: {'yes' if seen else 'no'}" if seen is not None else "")
             )
             rows.append(("canary", detail, bool(failures)))
-        if not rows:
-            return ""
+        else:
+            rows.append(
+                (
+                    "canary",
+                    "not run (only runners marked expensive run one, on more than 64 records;"
+                    " --skip-canary turns it off)",
+                    False,
+                )
+            )
         body = "".join(
             f'<tr class="{"bad" if bad else ""}"><td>{_e(name)}</td><td>{_e(value)}</td></tr>'
             for name, value, bad in rows
@@ -840,10 +925,15 @@ class _Page:
         label = _cell(row.get("label")) if status == AnswerStatus.PARSED.value else None
         right = label is not None and label == truth
         thumb = self._thumbnail(str(row.get("record_id")), row.get("metadata"))
+        # One embedded copy, large enough to read an ECG: shown small in the card, full
+        # size when clicked (a checkbox toggles it, so the page needs no script).
         image = (
-            f'<img src="data:image/jpeg;base64,{thumb}" alt="image of record">'
+            '<label class="zoom" title="click to enlarge, click again to close">'
+            '<input type="checkbox" aria-label="enlarge image">'
+            f'<img src="data:image/jpeg;base64,{thumb}" alt="image of record"></label>'
             if thumb
-            else '<div class="noimg">image not available locally</div>'
+            else '<div class="noimg">image not available locally (medbatch report '
+            "--images-root FOLDER)</div>"
         )
         text = _cell(row.get("text"))
         evidence = _cell(row.get("evidence"))
@@ -875,9 +965,9 @@ class _Page:
 
         try:
             # Refuses images over the pixel limit; shrinks before converting to RGB.
-            picture = thumbnail(ImageRef.from_path(path), 460)
+            picture = thumbnail(ImageRef.from_path(path), _FULL_SIDE)
             buffer = io.BytesIO()
-            picture.save(buffer, format="JPEG", quality=72)
+            picture.save(buffer, format="JPEG", quality=78)
         except (ImageLoadError, OSError, ValueError):
             return None
         return base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -941,22 +1031,19 @@ class _Page:
             extra = dict(m.model_extra or {})
             items += [
                 ("model", f"<code>{_e(m.model_id)}</code>"),
-                ("runner", f"<code>{_e(json.dumps(_redact(m.runner), sort_keys=True))}</code>"),
+                ("runner", _facts(_redact(m.runner))),
                 (
                     "task / prompt",
                     f"{_e(m.task)} · {_e(m.prompt_version)} · fingerprint "
                     f"<code>{_e(m.prompt_fingerprint)}</code>",
                 ),
                 ("constrained decoding", "yes" if m.constrained else "no"),
-                (
-                    "generation parameters",
-                    f"<code>{_e(json.dumps(m.params, sort_keys=True))}</code>",
-                ),
-                ("dataset", f"<code>{_e(json.dumps(_redact(m.dataset), sort_keys=True))}</code>"),
+                ("generation parameters", _facts(m.params)),
+                ("dataset", _facts(_redact(m.dataset))),
             ]
-            for key in ("sampling", "demo"):
+            for key in ("sampling", "demo", "images_root"):
                 if key in extra:
-                    items.append((key, f"<code>{_e(json.dumps(_redact(extra[key])))}</code>"))
+                    items.append((key, _facts(_redact(extra[key]))))
             items += [
                 ("status", _e(m.status)),
                 (
@@ -992,6 +1079,29 @@ class _Page:
             f"<footer>Generated by medbatch at {_e(now)}. Research software, not a medical "
             "device. metrics.json beside this file holds every number shown here.</footer>"
         )
+
+
+def _facts(value: Any) -> str:
+    """A manifest entry as readable HTML: `key value · key value`, nested keys dotted."""
+    if not isinstance(value, Mapping):
+        return f"<code>{_e(value)}</code>" if value not in (None, "") else "–"
+    flat: list[tuple[str, Any]] = []
+
+    def walk(prefix: str, item: Any) -> None:
+        if isinstance(item, Mapping) and item:
+            for key in sorted(item, key=str):
+                walk(f"{prefix}.{key}" if prefix else str(key), item[key])
+        else:
+            flat.append((prefix, item))
+
+    walk("", value)
+    shown = [
+        f'<span class="fact"><span class="muted">{_e(key)}</span> '
+        f"<code>{_e(json.dumps(item) if isinstance(item, (list, tuple)) else item)}</code></span>"
+        for key, item in flat
+        if item is not None
+    ]
+    return " · ".join(shown) or "–"
 
 
 def _first(frame: pd.DataFrame, column: str) -> str | None:

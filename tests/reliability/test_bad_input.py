@@ -131,7 +131,7 @@ BAD_CONFIGS = {
     ),
     "unknown_runner_option": (
         GOOD_HEAD + '[runner]\nkind = "replay"\npath = "a.jsonl"\nbatchsize = 3\n',
-        "[runner] replay: batchsize",
+        "[runner] replay: unknown key 'batchsize'",
     ),
     "missing_dataset_root": (
         GOOD_HEAD.replace('root = "images"', 'root = "no-such-folder"')

@@ -410,7 +410,7 @@ class TestCompare:
         run_a = make_frame([("A", "A"), ("A", "B")], ids=["x", "y"])
         run_b = make_frame([("A", "A"), ("A", "A")], ids=["y", "z"])
         result = compare(run_a, run_b)
-        assert (result.n_paired, result.only_a, result.only_b) == (1, 1, 1)
+        assert (result.n_paired, result.unpaired_a, result.unpaired_b) == (1, 1, 1)
         assert result.b_only_correct == 1
 
     def test_refuses_unrelated_runs(self) -> None:

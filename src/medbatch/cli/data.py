@@ -7,7 +7,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from medbatch.cli.app import app, console, handle_errors
+from medbatch.cli.app import app, console, flag, handle_errors
+from medbatch.errors import ConfigError
+from medbatch.terminal import markup
 
 __all__: list[str] = []
 
@@ -19,19 +21,19 @@ _CHARS_PER_TOKEN = 4.0
 @app.command("validate")
 @handle_errors
 def validate_command(
-    config: Path = typer.Argument(..., help="Run configuration (TOML)."),
+    config: Path = typer.Argument(..., help="Run configuration (TOML).", metavar="CONFIG"),
     decode: bool = typer.Option(
         True, "--decode/--headers-only", help="Decode every image (catches truncated files)."
     ),
-    near_duplicates: bool = typer.Option(
+    near_duplicates: bool = flag(
         False, "--near-duplicates", help="Also look for re-encoded or resized copies."
     ),
-    limit: int | None = typer.Option(None, "--limit", help="Only the first N records."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N records."),
     per_class: int | None = typer.Option(
         None, "--per-class", min=1, help="N records per label, stratified (overrides config)."
     ),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the sample (overrides config)."),
-    keep_duplicates: bool = typer.Option(
+    keep_duplicates: bool = flag(
         False, "--keep-duplicates", help="Keep copies of the same image when sampling."
     ),
 ) -> None:
@@ -50,6 +52,9 @@ def validate_command(
 
     run_config = load_config(config)
     task = run_config.build_task()
+    # Every setting is checked before the (slow) image pass, so a typo in [runner] is
+    # reported at once rather than after a table of results.
+    runner = run_config.build_runner()
     dataset, _ = run_dataset(
         run_config,
         task,
@@ -62,7 +67,6 @@ def validate_command(
         dataset, labels=task.labels, decode=decode, near_duplicates=near_duplicates
     )
     console.print(report.to_table())
-    runner = run_config.build_runner()
     profile = profile_for(runner.model_id)
     prompt = task.for_constrained_decoding().prompt if run_config.constrained else task.prompt
     text = " ".join(str(value) for value in prompt.definition().values() if value)
@@ -74,7 +78,7 @@ def validate_command(
     plan.add_column("item")
     plan.add_column("value", justify="right")
     plan.add_row("records", str(n))
-    plan.add_row("runner", f"{runner.name} · {runner.model_id}")
+    plan.add_row("runner", markup(f"{runner.name} · {runner.model_id}"))
     plan.add_row("profile", profile.name)
     plan.add_row("prompt tokens / image (text + image)", f"~{text_tokens} + {image_tokens}")
     plan.add_row("prompt tokens total", f"~{n * (text_tokens + image_tokens):,}")
@@ -82,7 +86,7 @@ def validate_command(
     describe_plan = getattr(runner, "plan", None)
     if callable(describe_plan):
         for key, value in describe_plan(n).items():
-            plan.add_row(str(key), str(value))
+            plan.add_row(markup(key), markup(value))
     console.print(plan)
     console.print(report.summary())
     if not report.ok:
@@ -92,13 +96,17 @@ def validate_command(
 @app.command("synth-ecg")
 @handle_errors
 def synth_ecg_command(
-    out_dir: Path = typer.Argument(..., help="Folder to write the synthetic dataset into."),
-    n: int = typer.Option(40, "-n", help="Number of pages (split evenly over the 4 classes)."),
+    out_dir: Path = typer.Argument(
+        ..., help="Folder to write the synthetic dataset into.", metavar="OUT_DIR"
+    ),
+    n: int = typer.Option(
+        40, "-n", min=4, help="Number of pages (at least 4: split evenly over the 4 classes)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same pages."),
     width: int = typer.Option(2213, "--width", help="Page width in pixels (Kaggle: 2213)."),
     height: int = typer.Option(1572, "--height", help="Page height in pixels (Kaggle: 1572)."),
     layout: str = typer.Option("kaggle", "--layout", help="'kaggle' folder layout or 'flat'."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder."),
+    overwrite: bool = flag(False, "--overwrite", help="Replace an existing folder."),
 ) -> None:
     """Write synthetic 12-lead paper ECGs in the Kaggle folder layout (not clinical data).
 
@@ -110,6 +118,10 @@ def synth_ecg_command(
 
     if layout not in ("kaggle", "flat"):
         raise typer.BadParameter("layout must be 'kaggle' or 'flat'", param_hint="--layout")
+    if not overwrite and out_dir.exists() and any(out_dir.iterdir()):
+        raise ConfigError(
+            f"{out_dir} is not empty; pass --overwrite to replace it, or choose a new folder"
+        )
     root = write_synthetic_ecg_dataset(
         out_dir,
         n,
@@ -118,4 +130,10 @@ def synth_ecg_command(
         size=(width, height),
         overwrite=overwrite,
     )
-    console.print(f"Wrote {n} synthetic ECG pages to [bold]{root}[/] (not clinical data).")
+    uneven = (
+        "" if n % 4 == 0 else f"; {n} does not split evenly: classes get {n // 4} or {n // 4 + 1}"
+    )
+    console.print(
+        f"Wrote {n} synthetic ECG pages to [bold]{markup(root)}[/] (not clinical data){uneven}.",
+        soft_wrap=True,
+    )

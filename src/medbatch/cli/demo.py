@@ -9,8 +9,8 @@ medbatch-demo/run/ ◀── evaluate() (95% CIs) ◀── predictions.parquet 
   report.html  metrics.json  figures/*.png  predictions.parquet  manifest.json
 ```
 
-No network, no credentials, no downloads. `--replay` runs the bundled recorded answers instead
-(no torch needed).
+No network, no credentials, no downloads. `--replay` replays the bundled illustrative answers
+instead (written in MedGemma's style, not model output; no torch needed).
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
 from rich.panel import Panel
 from rich.text import Text
 
-from medbatch.cli.app import app, console, handle_errors
+from medbatch.cli.app import app, console, flag, handle_errors
 from medbatch.cli.evaluate import evaluation_table, status_line
 from medbatch.errors import MissingDependencyError
+from medbatch.terminal import markup
 
 __all__: list[str] = []
 
@@ -60,15 +60,16 @@ def demo_command(
         8, "--per-class", min=1, max=200, help="Synthetic ECG pages per class."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the pages, the sample and the model."),
-    keep_duplicates: bool = typer.Option(
+    keep_duplicates: bool = flag(
         False, "--keep-duplicates", help="Keep the planted copies of images when sampling."
     ),
-    replay: bool = typer.Option(
+    replay: bool = flag(
         False,
         "--replay",
-        help="Replay the bundled recorded MedGemma-style answers instead (no torch needed).",
+        help="Replay the bundled illustrative answers instead (written in MedGemma's style, "
+        "not model output; no torch needed).",
     ),
-    open_report: bool = typer.Option(False, "--open", help="Open the report in a browser."),
+    open_report: bool = flag(False, "--open", help="Open the report in a browser."),
 ) -> None:
     """Run the offline demo: synthetic ECGs, a tiny random-weight VLM, evaluation and report.
 
@@ -94,19 +95,20 @@ def demo_command(
     console.print(evaluation_table(evaluation, title=title))
     console.print(status_line(evaluation), highlight=False)
     for note in evaluation.notes:
-        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+        console.print(f"[yellow]note:[/] {markup(note)}", highlight=False)
     console.print(
-        f"\nReport:      [bold]{escape(str(report))}[/]\n"
-        f"Metrics:     {escape(str(run_dir / 'metrics.json'))}\n"
-        f"Predictions: {escape(str(run_dir / 'predictions.parquet'))}\n"
+        f"\nReport:      [bold]{markup(str(report))}[/]\n"
+        f"Metrics:     {markup(str(run_dir / 'metrics.json'))}\n"
+        f"Predictions: {markup(str(run_dir / 'predictions.parquet'))}\n"
         f"Done in {time.perf_counter() - started:.0f} s.",
         highlight=False,
         soft_wrap=True,  # paths stay whole, so they can be copied
     )
     if replay:
         console.print(
-            "These answers were recorded in the style of MedGemma on the notebook's prompt; "
-            "16 records are far too few for conclusions (see the intervals)."
+            "These answers are illustrative: written by hand in MedGemma's style for the "
+            "notebook's prompt, not produced by a model. The numbers above describe that "
+            "sample, not MedGemma."
         )
     else:
         message = Text.assemble(
@@ -135,9 +137,12 @@ def _replay_run(output_dir: Path) -> tuple[Path, str]:
         store=run_dir,
         resume=False,
         progress=False,
-        manifest_extra={"demo": {"kind": "replay", "random_weights": False}},
+        manifest_extra={
+            "illustrative": True,
+            "demo": {"kind": "illustrative-replay", "random_weights": False},
+        },
     )
-    return run_dir, "ECG demo: recorded sample answers (16 records)"
+    return run_dir, "ECG demo: illustrative answers (16 records, not model output)"
 
 
 def _tiny_model_run(
@@ -212,7 +217,8 @@ def _local_stack() -> tuple[Any, Any]:
     except ImportError as exc:
         error = MissingDependencyError("medbatch demo", "torch and transformers", "local")
         error.args = (
-            f"{error.args[0]}, or run the recorded sample without them: medbatch demo --replay",
+            f"{error.args[0]}, or replay the illustrative sample without them: "
+            "medbatch demo --replay",
         )
         raise error from exc
     # The tiny model is written and loaded in milliseconds; transformers' own progress bars

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from medbatch.cli.app import app, console, handle_errors, print_json
+from medbatch.cli.app import app, console, flag, handle_errors, print_json
 from medbatch.errors import ConfigError
-from medbatch.evaluation import Comparison, Evaluation
+from medbatch.terminal import markup
+
+if TYPE_CHECKING:
+    from medbatch.evaluation import Comparison, Evaluation
 
 __all__ = ["comparison_table", "evaluation_table", "status_line"]
 
@@ -25,7 +28,7 @@ def evaluation_table(evaluation: Evaluation, title: str = "Evaluation") -> Table
     table.add_column("95% CI", justify="right")
     table.add_column("n", justify="right")
     for row in headline_rows(evaluation):
-        table.add_row(*(escape(cell) for cell in row))
+        table.add_row(*(markup(cell) for cell in row))
     return table
 
 
@@ -66,10 +69,10 @@ def comparison_table(comparison: Comparison, show: int = 20) -> Table:
         mark_a = "✓" if d.correct_a else ("✗" if d.correct_a is False else "")
         mark_b = "✓" if d.correct_b else ("✗" if d.correct_b is False else "")
         table.add_row(
-            escape(d.record_id),
-            escape(d.truth or "–"),
-            escape(f"{d.label_a or d.status_a} {mark_a}"),
-            escape(f"{d.label_b or d.status_b} {mark_b}"),
+            markup(d.record_id),
+            markup(d.truth or "–"),
+            markup(f"{d.label_a or d.status_a} {mark_a}"),
+            markup(f"{d.label_b or d.status_b} {mark_b}"),
         )
     return table
 
@@ -85,13 +88,15 @@ def _run_dir(path: Path) -> Path:
 @app.command("evaluate")
 @handle_errors
 def evaluate_command(
-    run_dir: Path = typer.Argument(..., help="A run directory (manifest + predictions)."),
+    run_dir: Path = typer.Argument(
+        ..., help="A run directory (manifest + predictions).", metavar="RUN_DIR"
+    ),
     *,
-    as_json: bool = typer.Option(False, "--json", help="Print the full evaluation as JSON."),
+    as_json: bool = flag(False, "--json", help="Print the full evaluation as JSON."),
     negative_label: str | None = typer.Option(
         None, "--negative-label", help="Label that counts as negative (default: NORMAL if any)."
     ),
-    dedupe: bool = typer.Option(False, "--dedupe", help="Count each image content (sha256) once."),
+    dedupe: bool = flag(False, "--dedupe", help="Count each image content (sha256) once."),
     n_bootstrap: int = typer.Option(
         1000, "--bootstrap", min=0, help="Bootstrap resamples for the 95% CIs (0: none)."
     ),
@@ -104,29 +109,34 @@ def evaluate_command(
     """
     from medbatch.evaluation import evaluate
 
-    evaluation = evaluate(
-        _run_dir(run_dir),
-        negative_label=negative_label,
-        n_bootstrap=n_bootstrap,
-        seed=seed,
-        dedupe=dedupe,
-    )
+    try:
+        evaluation = evaluate(
+            _run_dir(run_dir),
+            negative_label=negative_label,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+            dedupe=dedupe,
+        )
+    except ValueError as exc:  # a --negative-label that is not a label
+        raise ConfigError(str(exc)) from exc
     if as_json:
         print_json(evaluation.to_dict())
         return
     completeness = evaluation.completeness()
     if completeness is not None:
-        console.print(f"[bold yellow]warning:[/] {escape(completeness)}", highlight=False)
-    console.print(evaluation_table(evaluation, title=escape(f"Evaluation of {run_dir}")))
+        console.print(f"[bold yellow]warning:[/] {markup(completeness)}", highlight=False)
+    console.print(evaluation_table(evaluation, title=markup(f"Evaluation of {run_dir}")))
     console.print(status_line(evaluation), highlight=False)
     for note in evaluation.notes:
-        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+        console.print(f"[yellow]note:[/] {markup(note)}", highlight=False)
 
 
 @app.command("report")
 @handle_errors
 def report_command(
-    run_dir: Path = typer.Argument(..., help="A run directory (manifest + predictions)."),
+    run_dir: Path = typer.Argument(
+        ..., help="A run directory (manifest + predictions).", metavar="RUN_DIR"
+    ),
     *,
     out: Path | None = typer.Option(
         None, "--out", "-o", help="HTML file to write (default: RUN_DIR/report.html)."
@@ -134,8 +144,8 @@ def report_command(
     images_root: Path | None = typer.Option(
         None, "--images-root", help="Folder the record ids are relative to, for thumbnails."
     ),
-    dedupe: bool = typer.Option(False, "--dedupe", help="Count each image content once."),
-    open_report: bool = typer.Option(False, "--open", help="Open the report in a browser."),
+    dedupe: bool = flag(False, "--dedupe", help="Count each image content once."),
+    open_report: bool = flag(False, "--open", help="Open the report in a browser."),
 ) -> None:
     """Write a self-contained HTML report (plus metrics.json and PNG plots) for a run.
 
@@ -145,7 +155,7 @@ def report_command(
 
     path = write_report(_run_dir(run_dir), out, images_root=images_root, dedupe=dedupe)
     console.print(
-        f"Report: [bold]{escape(str(path))}[/] (metrics.json and figures/ beside it)",
+        f"Report: [bold]{markup(str(path))}[/] (metrics.json and figures/ beside it)",
         soft_wrap=True,
     )
     if open_report:
@@ -154,13 +164,19 @@ def report_command(
         webbrowser.open(path.resolve().as_uri())
 
 
+def _run_label(name: str, run_dir: Path, model: str | None, prompt: str | None) -> str:
+    """`A: runs/ecg-cot (model, prompt cot-v1)`: two runs of one model stay apart."""
+    details = ", ".join(part for part in (model, f"prompt {prompt}" if prompt else None) if part)
+    return f"{name}: {run_dir}" + (f" ({details})" if details else "") + " accuracy"
+
+
 @app.command("compare")
 @handle_errors
 def compare_command(
-    run_a: Path = typer.Argument(..., help="The baseline run directory."),
-    run_b: Path = typer.Argument(..., help="The run to compare with it."),
+    run_a: Path = typer.Argument(..., help="The baseline run directory.", metavar="RUN_A"),
+    run_b: Path = typer.Argument(..., help="The run to compare with it.", metavar="RUN_B"),
     *,
-    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+    as_json: bool = flag(False, "--json", help="Print the comparison as JSON."),
     show: int = typer.Option(20, "--show", min=0, help="Disagreeing records to list."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
 ) -> None:
@@ -184,10 +200,12 @@ def compare_command(
     acc_a = comparison.accuracy_a
     acc_b = comparison.accuracy_b
     table.add_row(
-        escape(f"A: {comparison.model_a or run_a}"), "–" if acc_a is None else f"{acc_a:.3f}"
+        markup(_run_label("A", run_a, comparison.model_a, comparison.prompt_a)),
+        "–" if acc_a is None else f"{acc_a:.3f}",
     )
     table.add_row(
-        escape(f"B: {comparison.model_b or run_b}"), "–" if acc_b is None else f"{acc_b:.3f}"
+        markup(_run_label("B", run_b, comparison.model_b, comparison.prompt_b)),
+        "–" if acc_b is None else f"{acc_b:.3f}",
     )
     table.add_row("difference B - A (95% CI)", comparison.difference.format())
     table.add_row(
@@ -198,8 +216,11 @@ def compare_command(
     table.add_row(
         "paired records (with truth)", f"{comparison.n_paired} ({comparison.n_with_truth})"
     )
-    if comparison.only_a or comparison.only_b:
-        table.add_row("records in one run only", f"A {comparison.only_a}, B {comparison.only_b}")
+    if comparison.unpaired_a or comparison.unpaired_b:
+        table.add_row(
+            "records in one run only (not compared)",
+            f"A {comparison.unpaired_a}, B {comparison.unpaired_b}",
+        )
     console.print(table)
     if comparison.disagreements and show:
         console.print(comparison_table(comparison, show))

@@ -1,8 +1,10 @@
-"""A small recorded ECG run bundled with medbatch: 16 records and their model answers.
+"""A small illustrative ECG run bundled with medbatch: 16 records and answers to replay.
 
-The records point at stage paths in the original notebook's layout; the answers were
-written in the style of MedGemma answering the notebook's prompt (some right, some wrong,
-one cut off by `max_tokens`). With `ReplayRunner` they make a complete offline run.
+The records point at stage paths in the original notebook's layout. The answers are
+**illustrative**: written by hand in the style of MedGemma answering the notebook's prompt
+(some right, some wrong, one cut off by `max_tokens`), not produced by a model. With
+`ReplayRunner` they make a complete offline run; its metrics describe this hand-written
+sample, never MedGemma, and the report says so in a banner.
 """
 
 from __future__ import annotations
@@ -15,11 +17,17 @@ from medbatch.records import ImageRef, InferenceResponse, Record
 from medbatch.runners.replay import ReplayRunner
 from medbatch.tasks.ecg import ECG_LABELS
 
-__all__ = ["load_ecg_sample"]
+__all__ = ["ILLUSTRATIVE_MODEL_ID", "load_ecg_sample"]
+
+ILLUSTRATIVE_MODEL_ID = "illustrative/medgemma-style-answers"
+"""The model id of the bundled answers: they were written in MedGemma's style, not by it."""
 
 
 def load_ecg_sample() -> tuple[ListDataset, ReplayRunner]:
-    """The bundled sample as a dataset and a runner that replays its answers."""
+    """The bundled sample as a dataset and a runner that replays its illustrative answers.
+
+    The runner's `model_id` is `ILLUSTRATIVE_MODEL_ID`: the answers are not model output.
+    """
     text = files("medbatch.data").joinpath("ecg_sample_answers.jsonl").read_text("utf-8")
     records: list[Record] = []
     responses: list[InferenceResponse] = []
@@ -40,4 +48,4 @@ def load_ecg_sample() -> tuple[ListDataset, ReplayRunner]:
             )
         )
     dataset = ListDataset(records, labels=ECG_LABELS)
-    return dataset, ReplayRunner(responses, model_id="medgemma-4b-it (recorded sample)")
+    return dataset, ReplayRunner(responses, model_id=ILLUSTRATIVE_MODEL_ID)

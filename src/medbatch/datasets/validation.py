@@ -143,6 +143,8 @@ class ValidationReport(BaseModel):
         """
         from rich.table import Table
 
+        from medbatch.terminal import markup
+
         table = Table(title=f"Pre-flight validation: {self.summary()}", show_lines=False)
         table.add_column("record / label", overflow="fold")
         table.add_column("severity")
@@ -153,7 +155,7 @@ class ValidationReport(BaseModel):
         for label in labels:
             distinct = self.distinct_label_counts.get(label, 0)
             table.add_row(
-                label or "(unlabelled)",
+                markup(label or "(unlabelled)"),
                 "",
                 "count",
                 f"{self.label_counts[label]} records, {distinct} distinct images",
@@ -173,7 +175,8 @@ class ValidationReport(BaseModel):
         shown = self.issues[:max_rows]
         for issue in shown:
             severity = f"[{styles[issue.severity]}]{issue.severity}[/]"
-            table.add_row(issue.record_id, severity, issue.kind, issue.message)
+            # Ids and messages hold file names: `[copy]` is text, not markup.
+            table.add_row(markup(issue.record_id), severity, issue.kind, markup(issue.message))
         hidden = self.issues[max_rows:]
         if hidden:
             counts = Counter(issue.kind for issue in hidden)

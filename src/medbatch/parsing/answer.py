@@ -563,11 +563,17 @@ class FinalAnswerParser(LabelParser):
         self.subject_nouns = nouns
         self._json = JSONLabelParser(labels) if use_json else None
         self._allow_sole_mention = allow_sole_mention
-        self._mentions = _mention_table(labels)
         self._grammars = _grammars(nouns)
         self._not_a_noun = _NOT_A_NOUN | {word for noun in nouns for word in noun.split()}
         # The differential tests turn this off to compare with the plain full scan.
         self._fast_mentions = True
+
+    @functools.cached_property
+    def _mentions(self) -> _MentionTable:
+        # Built on the first parse, not with the task: `medbatch tasks` and anything else that
+        # only lists tasks skips ~80 regex compilations. Two threads racing build it twice
+        # (the table is cached per label set anyway), which is harmless.
+        return _mention_table(self.labels)
 
     # --- the contract ----------------------------------------------------------------
 

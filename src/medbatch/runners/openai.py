@@ -600,9 +600,10 @@ class OpenAICompatibleRunner(BatchRunner):
         try:
             # httpx's timeouts bound each read, so a server trickling bytes could hold the
             # request for ever: bound the whole exchange, body included.
-            async with asyncio.timeout(timeout):
-                response = await client.post(self.url, json=body)
-        except (TimeoutError, httpx.TimeoutException) as exc:
+            # (`wait_for`, not `asyncio.timeout`: that is Python 3.11+.)
+            response = await asyncio.wait_for(client.post(self.url, json=body), timeout)
+        except (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException) as exc:
+            # asyncio.TimeoutError is the builtin TimeoutError from 3.11 on, not on 3.10.
             reason = f"no answer within {timeout:g} s ({type(exc).__name__})"
             raise self._no_answer(reason) from exc
         except httpx.TransportError as exc:
@@ -805,6 +806,12 @@ def _chat_url(base_url: str) -> str:
             f"base_url {_public_url(base_url)!r} is not an http(s) URL; use e.g. "
             "http://127.0.0.1:8000/v1"
         )
+    try:
+        parts.port  # noqa: B018 - urllib checks the port's range only when it is read
+    except ValueError as exc:
+        raise ConfigError(
+            f"base_url {parts.hostname}: {exc}; use e.g. http://127.0.0.1:8000/v1"
+        ) from None
     path = parts.path.rstrip("/")
     if path.endswith("/chat/completions"):
         pass
@@ -819,8 +826,13 @@ def _public_url(url: str) -> str:
     """The URL without user info or query string (either may carry a key)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    port: int | str | None
+    try:
+        port = parts.port
+    except ValueError:  # out of range: shown as written, it is not a secret
+        port = parts.netloc.rpartition(":")[2]
+    if port is not None:
+        host = f"{host}:{port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 

@@ -55,7 +55,35 @@ from medbatch.scoring import label_probabilities
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["TransformersRunner", "TransformersRunnerConfig"]
+__all__ = ["TINY_MODEL", "TransformersRunner", "TransformersRunnerConfig", "resolve_model"]
+
+TINY_MODEL = "medbatch/tiny-gemma3"
+"""A model name medbatch builds itself, offline: `medbatch.testing.tiny_vlm` (seed 0).
+
+Its weights are random, so its answers are too: for trying the whole path (a TOML run, the
+report) without a download or a GPU, never for a number that means something.
+"""
+
+
+def resolve_model(model: str) -> str:
+    """The name or folder to load for `model`: `TINY_MODEL` becomes a folder built on demand.
+
+    The tiny model is written once to `$MEDBATCH_CACHE_DIR/tiny-gemma3` (default
+    `~/.cache/medbatch/tiny-gemma3`, or under `$XDG_CACHE_HOME`) and reused after that.
+    Every other value is returned unchanged.
+    """
+    if model != TINY_MODEL:
+        return model
+    import os
+
+    from medbatch.testing.tiny_vlm import tiny_vlm
+
+    cache = os.environ.get("MEDBATCH_CACHE_DIR")
+    if cache is None:
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        cache = str(Path(xdg) / "medbatch")
+    return str(tiny_vlm(Path(cache).expanduser() / "tiny-gemma3", seed=0))
+
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +96,8 @@ class TransformersRunnerConfig(RunnerConfig):
     """Settings of `TransformersRunner` (`[runner] kind = "transformers"`)."""
 
     model: str = Field(
-        description="Hub name (e.g. google/medgemma-4b-it) or local folder of the model."
+        description="Hub name (e.g. google/medgemma-4b-it), local folder of the model, or "
+        f"{TINY_MODEL!r}: a tiny random-weight model built offline (answers are random)."
     )
     revision: str | None = Field(
         default=None, description="Hub revision (branch, tag or commit) to load."
@@ -272,6 +301,8 @@ class TransformersRunner(BatchRunner):
     def describe(self) -> dict[str, Any]:
         """Runner facts for the run manifest."""
         facts = super().describe()
+        if self.config.model == TINY_MODEL:
+            facts["random_weights"] = True
         facts.update(
             revision=self.config.revision,
             profile=self.profile.name,
@@ -295,6 +326,10 @@ class TransformersRunner(BatchRunner):
         transformers: Any = _transformers
 
         cfg = self.config
+        if cfg.model == TINY_MODEL:
+            # Built and loaded in a second; transformers' progress bars would only clutter.
+            transformers.utils.logging.disable_progress_bar()
+            cfg = cfg.model_copy(update={"model": resolve_model(cfg.model)})
         device = _resolve_device(cfg.device, torch)
         dtype = _resolve_dtype(cfg.dtype, device, torch)
         common: dict[str, Any] = {
@@ -362,9 +397,9 @@ class TransformersRunner(BatchRunner):
         """Answer every request exactly once (see `BatchRunner.run`).
 
         Reads one batch ahead of the model: while batch *k* generates, the images of batch
-        *k+1* are decoded and preprocessed in the thread pool.
+        *k+1* are decoded and preprocessed in the thread pool. The model is loaded when the
+        first request arrives, so no request (a resume with nothing left) loads nothing.
         """
-        self.start()
         yield from super().run(self._read_ahead(requests))
 
     def _read_ahead(self, requests: Iterable[InferenceRequest]) -> Iterator[InferenceRequest]:
