@@ -276,6 +276,36 @@ def test_a_bomb_is_refused_the_same_way_by_every_runner(
         assert refusals == first, f"{name} refuses the bomb differently"
 
 
+def test_the_transformers_runner_refuses_a_bomb_like_the_others(
+    ecg_bombs: ImageFolderDataset, tiny_model_path: Path
+) -> None:
+    """The in-process back-end (which decodes): same refusal, and the bomb never reaches it."""
+    pytest.importorskip("transformers", reason="TransformersRunner needs the `local` extra")
+    from medbatch.runners.transformers import TransformersRunner
+
+    class Counting(TransformersRunner):
+        reached: list[str] = []  # noqa: RUF012 - one test, one class
+
+        def _run_batch(self, requests: Any) -> Any:
+            self.reached.extend(request.record_id for request in requests)
+            return super()._run_batch(requests)
+
+    task = get_task("ecg")
+    runner = Counting(str(tiny_model_path), device="cpu")
+    result = classify(ecg_bombs, task, runner, canary=0, progress=False, constrained=True)
+    rows = result.predictions.set_index("record_id")
+    assert sorted(Counting.reached) == sorted(str(r) for r in rows.index if "good" in str(r))
+    reference = classify(
+        ecg_bombs, task, FunctionRunner(lambda request: "NORMAL"), canary=0, progress=False
+    ).predictions.set_index("record_id")
+    for rid in ("bomb", "huge"):
+        [key] = [r for r in rows.index if rid in str(r)]
+        got = rows.loc[key, ["status", "error_kind", "error_message", "retryable"]].tolist()
+        want = reference.loc[key, ["status", "error_kind", "error_message", "retryable"]]
+        assert got == want.tolist()
+        assert got[:2] == ["error", "image_error"]
+
+
 def test_the_openai_runner_refuses_a_bomb_it_would_send_unchanged(tmp_path: Path) -> None:
     """The runner on its own (no pipeline in front): the pass-through path checks too."""
     from medbatch.runners.openai import OpenAICompatibleRunner
