@@ -409,13 +409,21 @@ def load_predictions(run_dir: str | Path) -> pd.DataFrame:
     store = RunStore(run_dir)
     if not store.predictions_path.exists():
         if table.exists():
-            return pd.read_parquet(table)
+            return _with_every_column(pd.read_parquet(table))
         raise RunStoreError(
             f"{run_dir} is not a medbatch run directory (no {PREDICTIONS_TABLE} or {PREDICTIONS})"
         )
     if table.exists() and _table_is_fresh(store):
-        return pd.read_parquet(table)
+        return _with_every_column(pd.read_parquet(table))
     return store.predictions_frame()
+
+
+def _with_every_column(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with the `Prediction` columns a table written by an older version lacks, null."""
+    for column in PREDICTION_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = None
+    return frame
 
 
 def _table_is_fresh(store: RunStore) -> bool:
