@@ -85,7 +85,12 @@ from medbatch.parsing.mentions import (
     MentionTable,
     mention_table,
 )
-from medbatch.parsing.scope import conditional_positions, option_positions, polarities
+from medbatch.parsing.scope import (
+    conditional_positions,
+    option_positions,
+    polarities,
+    versus_positions,
+)
 from medbatch.records import AnswerStatus, ParseResult
 
 __all__ = ["DEFAULT_SUBJECT_NOUNS", "TAIL_CHARS", "FinalAnswerParser"]
@@ -239,10 +244,12 @@ class FinalAnswerParser(LabelParser):
         if (
             verdict is not None
             and (verdict.weak or verdict.tier < _Tier.STATED)
-            and cleaned.rx.decline.search(cleaned.folded, verdict.start)
+            and cleaned.rx.decline.search(cleaned.folded, 0 if verdict.weak else verdict.start)
         ):
             # "... findings ... I cannot confidently assign a single classification": only
-            # an outright explicit verdict outweighs a refusal said after it.
+            # an outright explicit verdict outweighs a refusal said after it. A hedged one
+            # does not outweigh a refusal anywhere ("I can't give a diagnosis, but the
+            # features could suggest X").
             verdict = None
         if verdict is not None:
             return self._result(text, clean, index, verdict)
@@ -303,15 +310,18 @@ class FinalAnswerParser(LabelParser):
             text, [m for m, (negated, _) in zip(raw, polarity, strict=True) if not negated]
         )
         conditional = conditional_positions(text, raw)
+        # "X versus Y": both are candidates, as hedged as "possibly X".
+        versus = versus_positions(text, raw, polarity)
         return [
             Mention(
                 label,
                 start,
                 end,
                 canonical,
-                is_plain,
+                # Set against another label, a plain word ("normal") is a label too.
+                is_plain and start not in versus,
                 negated,
-                weak,
+                weak or start in versus,
                 start in in_options,
                 start in conditional,
             )
@@ -458,9 +468,9 @@ def _zone_verdict(
     sentence_end = text.sentence_end(first.start, zone[1])
     sentence = [m for m in pool if m.start < sentence_end]
     distinct = tuple(dict.fromkeys(m.label for m in sentence))
-    if len(distinct) > 1:
+    if len(distinct) > 1 and strong:
         # "POST_MI (old inferior MI, no acute STEMI)" - a canonical spelling beats the
-        # descriptive phrases around it.
+        # descriptive phrases around it, when it is asserted ("old MI vs NORMAL" is not).
         canonical = tuple(dict.fromkeys(m.label for m in sentence if m.canonical))
         if len(canonical) == 1:
             distinct = canonical

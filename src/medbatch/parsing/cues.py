@@ -46,7 +46,7 @@ def _final_cue(nouns: str) -> str:
     return (
         rf"final(?<!\wfinal)\s+(?:(?:{nouns})\s+|overall\s+)?(?:classification|diagnosis|"
         r"answer|verdict|interpretation|impression|assessment|conclusion|category|label|result|"
-        r"decision)\b"
+        r"decision|read)\b"
     )
 
 
@@ -82,6 +82,9 @@ def _stated_cue(nouns: str) -> str:
                 r"diagnosis(?<!differential\sdiagnosis)",
                 *("impression", "conclusion", r"in\s+summary", "summary", "verdict", "answer"),
                 *("assessment", "boxed", "label", "category"),
+                # A report heading ("Interpretation: X"); not "an interpretation of the ECG".
+                r"interpretation(?=[ \t]*[:\-–—])",
+                r"read(?=[ \t]*:)",  # "Read: X", a report's own heading
             ]
         )
         + r"\b"
@@ -167,6 +170,20 @@ _LIST_SEPARATOR = re.compile(
     re.IGNORECASE,
 )
 # Up to two modifiers may follow the conjunction: "either NORMAL or acute inferior STEMI".
+# Two labels set against each other ("X versus Y", "X vs. Y") are candidates, not a verdict.
+# Matched on the text between them: up to four words qualifying the first ("atrial
+# fibrillation with rapid ventricular response versus Y"), up to two modifiers of the second.
+_VERSUS = re.compile(
+    r"(?:[ \t]+[a-z][a-z\-/]*){0,4}[ \t]*[(\[]?[ \t]*(?:versus|vs\.?)[ \t]+"
+    r"(?:[a-z][a-z\-]*[ \t]+){0,2}$",
+    re.IGNORECASE,
+)
+# After a label and up to four words qualifying it, what rules it out.
+_RULED_OUT_LATER = re.compile(
+    r"(?:[ \t]+[a-z][a-z\-/]*){1,4}[ \t]+(?:(?:is|was|has\s+been)[ \t]+)?"
+    r"(?:ruled\s+out|excluded)\b",
+    re.IGNORECASE,
+)
 _NEGATED_LIST = re.compile(
     r"[ \t]*(?:/|or|nor|and/or)[ \t]*(?:[a-z][a-z\-]*[ \t]+){0,2}$", re.IGNORECASE
 )
@@ -289,6 +306,8 @@ NOT_A_NOUN = frozenset(
         "classification",
         "category",
         "label",
+        "versus",
+        "vs",
     ]
 )
 # Characters that re.IGNORECASE equates with an ASCII letter but `str.lower()` does not map
@@ -320,6 +339,8 @@ class Grammar:
     before: re.Pattern[str]  # a negation or a hedge: does the clause before need reading?
     list_separator: re.Pattern[str]
     negated_list: re.Pattern[str]
+    versus: re.Pattern[str]  # between two labels offered as candidates
+    ruled_out_later: re.Pattern[str]
     options_intro: re.Pattern[str]
     check_yes: re.Pattern[str]
     check_no: re.Pattern[str]
@@ -367,6 +388,8 @@ _COMMON_PATTERNS = (
     re.compile(f"(?:{_NEGATION_BEFORE.pattern})|(?:{_HEDGE_BEFORE.pattern})", re.I),
     _LIST_SEPARATOR,
     _NEGATED_LIST,
+    _VERSUS,
+    _RULED_OUT_LATER,
     _OPTIONS_INTRO,
     _CHECK_YES,
     _CHECK_NO,

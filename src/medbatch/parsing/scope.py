@@ -13,11 +13,12 @@ plain `(label, start, end, canonical)` tuples.
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 
 from medbatch.parsing.cues import BULLET, Text
 
-__all__ = ["conditional_positions", "option_positions", "polarities"]
+__all__ = ["conditional_positions", "option_positions", "polarities", "versus_positions"]
 
 _LAST_MARK = re.compile(r"(?s:.*)[,;:.!?()\[\]—–→⇒]")  # up to the last one-character break
 _CLAUSE_REACH = 400  # how far a condition's clause may reach either way
@@ -110,6 +111,28 @@ def _only_one_content_line(gap: str) -> bool:
     return sum(1 for line in lines[1:] if line.strip()) == 0
 
 
+def versus_positions(
+    text: Text, raw: list[tuple[str, int, int, bool]], polarity: list[tuple[bool, bool]]
+) -> set[int]:
+    """Starts of two labels set against each other as candidates ("X versus Y", "X vs. Y").
+
+    A side that is negated ("X, vs. Y less likely") is no candidate, and leaves the other
+    side asserted.
+    """
+    positions: set[int] = set()
+    for (first, second), ((first_negated, _), (second_negated, _)) in zip(
+        itertools.pairwise(raw), itertools.pairwise(polarity), strict=True
+    ):
+        if (
+            first[0] != second[0]
+            and not first_negated
+            and not second_negated
+            and text.rx.versus.match(text.folded[first[2] : second[1]])
+        ):
+            positions.update((first[1], second[1]))
+    return positions
+
+
 def conditional_positions(text: Text, raw: list[tuple[str, int, int, bool]]) -> set[int]:
     """Starts of mentions in a clause that holds a condition ("if", "unless", "otherwise").
 
@@ -138,8 +161,13 @@ def polarities(text: Text, raw: list[tuple[str, int, int, bool]]) -> list[tuple[
     """`(negated, weak)` of each mention in `raw`."""
     polarity: list[tuple[bool, bool]] = []
     previous_end = 0
-    for _, start, end, _ in raw:
+    nexts = [start for _, start, _, _ in raw[1:]] + [len(text.folded)] * bool(raw)
+    for (_, start, end, _), next_start in zip(raw, nexts, strict=True):
         negated, weak = _polarity(text, start, end, previous_end)
+        # "X with rapid ventricular response ruled out": the words qualifying X come
+        # between it and its negation (never another label, nor a clause break).
+        if not negated and not weak:
+            negated = text.rx.ruled_out_later.match(text.folded, end, next_start) is not None
         # "not MI or POST_MI": a negation carries over a list of labels; so does a hedge
         # ("could be either X or Y").
         if (
