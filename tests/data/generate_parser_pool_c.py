@@ -88,7 +88,8 @@ def _other(rng: random.Random, label: str) -> str:
 def _header(rng: random.Random) -> str:
     return rng.choice(
         [
-            "12-LEAD ECG REPORT\nVentricular rate: 78 bpm | PR: 160 ms | QRS: 92 ms | QT/QTc: 380/420 ms\n\n",
+            "12-LEAD ECG REPORT\nVentricular rate: 78 bpm | PR: 160 ms | QRS: 92 ms"
+            " | QT/QTc: 380/420 ms\n\n",
             "Patient: [redacted]   Study: resting 12-lead ECG\n\n",
             "ECG interpretation (systematic):\n\n",
             "",

@@ -197,7 +197,8 @@ _CHECK_NO = re.compile(r"[\s:=\-–—|]*(?:no\b|✗|✘|✕|✖|☐|❌|❎|\[ 
 ZONE_LEAD = re.compile(r"[\s:;,.=|>\-–—]*")  # between a verdict cue and what it introduces
 # A newline, or one of .!?; followed by a space. Written to start with a character class,
 # which the regex engine scans for quickly, rather than as an alternation.
-_SENTENCE_END = re.compile(r"[\n.!?;](?:(?<=\n)|(?=\s))")
+# "vs." is an abbreviation ("X vs. Y"), not the end of a sentence.
+_SENTENCE_END = re.compile(r"[\n.!?;](?:(?<=\n)|(?<![\W_][vV][sS]\.)(?=\s))")
 # Cue lists below go through `_words` (alternatives by first letter, boundary after it),
 # which the regex engine scans for quickly; a leading `\b` is tried at every position.
 _DISCLAIMER = [

@@ -116,20 +116,19 @@ def versus_positions(
 ) -> set[int]:
     """Starts of two labels set against each other as candidates ("X versus Y", "X vs. Y").
 
-    A side that is negated ("X, vs. Y less likely") is no candidate, and leaves the other
-    side asserted.
+    A side that is negated ("X, vs. Y ruled out") is no candidate, and leaves the other
+    side asserted; so does a bracketed alternative ("X (vs. Y)"), which alone is hedged.
     """
     positions: set[int] = set()
     for (first, second), ((first_negated, _), (second_negated, _)) in zip(
         itertools.pairwise(raw), itertools.pairwise(polarity), strict=True
     ):
-        if (
-            first[0] != second[0]
-            and not first_negated
-            and not second_negated
-            and text.rx.versus.match(text.folded[first[2] : second[1]])
-        ):
-            positions.update((first[1], second[1]))
+        gap = text.folded[first[2] : second[1]]
+        if first[0] == second[0] or first_negated or second_negated:
+            continue
+        if text.rx.versus.match(gap):
+            bracketed = "(" in gap or "[" in gap
+            positions.update((second[1],) if bracketed else (first[1], second[1]))
     return positions
 
 
