@@ -9,9 +9,11 @@ How an answer is read, in order (the first rule that decides wins):
 
    ```
    tier   cue (examples)                                    zone read
-   final  "FINAL CLASSIFICATION", "final diagnosis"          to the next final cue
+   final  "FINAL CLASSIFICATION", "final diagnosis",        to the next final cue
+          "final read"
    stated "classification:", "I would classify it as",      ~300 characters
-          "impression", "conclusion", "therefore", "label"
+          "impression", "conclusion", "label",
+          "Interpretation:", "Read:" (report headings)
    phrase "consistent with", "most likely", "the <noun> is"  to the end of the sentence
    ```
 
@@ -22,19 +24,21 @@ How an answer is read, in order (the first rule that decides wins):
    if the Q waves are pathological, otherwise Y"), or are used as an adjective ("normal
    sinus rhythm"). A plain lower-case word ("normal") counts only on the line its cue
    introduces. Hedged mentions ("Y cannot be excluded", "possible Y", "Q waves suggesting
-   Y", "either X or Y") only decide when nothing is asserted outright. Of several zones of
-   the same tier the last wins (models restate, then conclude); for the weak "phrase" tier
-   all zones must agree.
+   Y", "either X or Y") only decide when nothing is asserted outright; two labels set
+   against each other ("X versus Y") are both hedged, so they decide nothing between them
+   ("X (vs. Y)" hedges only Y). Of several zones of the same tier the last wins (models
+   restate, then conclude); for the weak "phrase" tier all zones must agree.
 5. **sole mention**: no cue at all, but exactly one label is asserted, on the last line.
 
 A label comes only from a verdict. Two labels asserted in the deciding sentence →
 `ambiguous`. An answer that declines after its findings ("I cannot confidently assign a
-single classification") has no verdict unless an explicit, outright one came first. No
-verdict in an answer cut off by `max_tokens` → `truncated`; only explicit verdicts
-(final/stated tiers, JSON) are trusted in such an answer, and in one with no finish
-reason that stops mid-sentence (`cut-off`). A refusal phrase without a verdict →
-`refusal`. Anything else → `unparseable`: a wrong label silently corrupts accuracy, an
-unparsed one is counted.
+single classification") has no verdict unless an explicit, outright one came first; a
+hedged verdict has none when the answer declines anywhere ("I can't give a diagnosis, but
+the features could suggest X"). No verdict in an answer cut off by `max_tokens` →
+`truncated`; only explicit verdicts (final/stated tiers, JSON) are trusted in such an
+answer, and in one with no finish reason that stops mid-sentence (`cut-off`). A refusal
+phrase without a verdict → `refusal`. Anything else → `unparseable`: a wrong label
+silently corrupts accuracy, an unparsed one is counted.
 
 Only the last `TAIL_CHARS` (32 KiB) of an answer are read: the verdict is at the end, and
 the time one answer takes stays bounded.
