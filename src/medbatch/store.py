@@ -390,6 +390,16 @@ PREDICTION_COLUMNS = list(Prediction.model_fields)
 def predictions_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """A predictions DataFrame with every `Prediction` column, even when empty."""
     frame: pd.DataFrame = pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+    return _offsets_as_integers(frame)
+
+
+_OFFSET_COLUMNS = ("evidence_start", "evidence_end")
+
+
+def _offsets_as_integers(frame: pd.DataFrame) -> pd.DataFrame:
+    # Nullable integers: a column with one null would otherwise turn every offset into a float.
+    for column in _OFFSET_COLUMNS:
+        frame[column] = frame[column].astype("Int64")
     return frame
 
 
@@ -423,7 +433,7 @@ def _with_every_column(frame: pd.DataFrame) -> pd.DataFrame:
     for column in PREDICTION_COLUMNS:
         if column not in frame.columns:
             frame[column] = None
-    return frame
+    return _offsets_as_integers(frame)
 
 
 def _table_is_fresh(store: RunStore) -> bool:

@@ -69,6 +69,9 @@ def test_offsets_survive_jsonl_and_parquet(run_dir: Path) -> None:
     RunStore(run_dir).write_table()
     from_parquet = pd.read_parquet(run_dir / PREDICTIONS_TABLE).set_index("record_id")
     for column in ("evidence_start", "evidence_end"):
+        # Integers with nulls, not floats, both ways.
+        assert str(from_jsonl[column].dtype) == "Int64"
+        assert str(from_parquet[column].dtype) == "Int64"
         assert from_jsonl.loc["long", column] == from_parquet.loc["long", column]
         assert from_jsonl.loc["long", column] > TAIL_CHARS
 
