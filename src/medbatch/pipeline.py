@@ -701,6 +701,9 @@ class _RunLoop:
             status=parsed.status,
             method=parsed.method,
             evidence=parsed.evidence,
+            # Offsets into `response.text`, the very string the parser read and `text` stores.
+            evidence_start=parsed.span[0] if parsed.span else None,
+            evidence_end=parsed.span[1] if parsed.span else None,
             text=response.text,
             finish_reason=response.finish_reason,
             label_scores=response.label_scores,

@@ -487,7 +487,13 @@ class ParseResult(BaseModel):
 
 
 class Prediction(BaseModel):
-    """One row of results: a record joined with its answer, label and provenance."""
+    """One row of results: a record joined with its answer, label and provenance.
+
+    `evidence_start`/`evidence_end` are the parser's `ParseResult.span`: character offsets
+    into `text` (the whole answer, also when the parser read only its last 32 KiB), so a
+    reader can mark the exact evidence; None when the parser gave no span, and in rows
+    stored before these fields existed.
+    """
 
     model_config = _FROZEN
 
@@ -498,6 +504,8 @@ class Prediction(BaseModel):
     status: AnswerStatus
     method: str | None = None
     evidence: str | None = None
+    evidence_start: int | None = None
+    evidence_end: int | None = None
     text: str | None = None
     finish_reason: str | None = None
     label_scores: dict[str, float] | None = None

@@ -390,6 +390,16 @@ PREDICTION_COLUMNS = list(Prediction.model_fields)
 def predictions_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """A predictions DataFrame with every `Prediction` column, even when empty."""
     frame: pd.DataFrame = pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+    return _offsets_as_integers(frame)
+
+
+_OFFSET_COLUMNS = ("evidence_start", "evidence_end")
+
+
+def _offsets_as_integers(frame: pd.DataFrame) -> pd.DataFrame:
+    # Nullable integers: a column with one null would otherwise turn every offset into a float.
+    for column in _OFFSET_COLUMNS:
+        frame[column] = frame[column].astype("Int64")
     return frame
 
 
@@ -409,13 +419,21 @@ def load_predictions(run_dir: str | Path) -> pd.DataFrame:
     store = RunStore(run_dir)
     if not store.predictions_path.exists():
         if table.exists():
-            return pd.read_parquet(table)
+            return _with_every_column(pd.read_parquet(table))
         raise RunStoreError(
             f"{run_dir} is not a medbatch run directory (no {PREDICTIONS_TABLE} or {PREDICTIONS})"
         )
     if table.exists() and _table_is_fresh(store):
-        return pd.read_parquet(table)
+        return _with_every_column(pd.read_parquet(table))
     return store.predictions_frame()
+
+
+def _with_every_column(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with the `Prediction` columns a table written by an older version lacks, null."""
+    for column in PREDICTION_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = None
+    return _offsets_as_integers(frame)
 
 
 def _table_is_fresh(store: RunStore) -> bool:
