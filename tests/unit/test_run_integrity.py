@@ -394,7 +394,9 @@ def test_cli_evaluate_warns_about_an_incomplete_run(images: Path, tmp_path: Path
         classify(_dataset(images), TASK, _killing_after(4), store=run)
     out = CliRunner().invoke(app, ["evaluate", str(run), "--bootstrap", "0"])
     assert out.exit_code == 0, out.output
-    assert "This run is incomplete (status: failed): 4 of 10 records" in " ".join(out.output.split())
+    assert "This run is incomplete (status: failed): 4 of 10 records" in " ".join(
+        out.output.split()
+    )
 
 
 def test_cli_retry_all_failed_reruns_errors_that_are_not_retryable(
