@@ -53,7 +53,7 @@ def test_an_incomplete_run_says_so(tmp_path: Path) -> None:
     store.close()
     page = write_report(run, n_bootstrap=20).read_text("utf-8")
     assert "This run is incomplete" in page
-    assert "<code>interrupted</code>" in page
+    assert "(status: interrupted)" in page
 
 
 def test_report_polish(tmp_path: Path) -> None:

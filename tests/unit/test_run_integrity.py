@@ -219,7 +219,7 @@ def test_extended_run_killed_reports_n_of_m(images: Path, tmp_path: Path) -> Non
     assert (evaluation.n_stored, evaluation.n_expected) == (14, 20)
     assert "14 of 20 records" in (evaluation.completeness() or "")
     html = write_report(run, n_bootstrap=0).read_text()
-    assert "Incomplete run (status: running): 14 of 20 records" in html
+    assert "This run is incomplete (status: running): 14 of 20 records" in html
 
 
 def test_completed_run_has_no_banner(images: Path, tmp_path: Path) -> None:
@@ -228,7 +228,7 @@ def test_completed_run_has_no_banner(images: Path, tmp_path: Path) -> None:
     evaluation = evaluate(run, n_bootstrap=0)
     assert not evaluation.incomplete
     assert evaluation.completeness() is None
-    assert "Incomplete run" not in write_report(run, evaluation=evaluation).read_text()
+    assert "This run is incomplete" not in write_report(run, evaluation=evaluation).read_text()
 
 
 # -- item 2: two runs are never mixed silently ---------------------------------------------
@@ -394,7 +394,7 @@ def test_cli_evaluate_warns_about_an_incomplete_run(images: Path, tmp_path: Path
         classify(_dataset(images), TASK, _killing_after(4), store=run)
     out = CliRunner().invoke(app, ["evaluate", str(run), "--bootstrap", "0"])
     assert out.exit_code == 0, out.output
-    assert "Incomplete run (status: failed): 4 of 10 records" in " ".join(out.output.split())
+    assert "This run is incomplete (status: failed): 4 of 10 records" in " ".join(out.output.split())
 
 
 def test_cli_retry_all_failed_reruns_errors_that_are_not_retryable(

@@ -353,7 +353,10 @@ class Evaluation(BaseModel):
             return None
         stored = self.n_stored if self.n_stored is not None else self.n
         expected = "?" if self.n_expected is None else str(self.n_expected)
-        head = f"Incomplete run (status: {self.run_status or 'unknown'}): {stored} of {expected} "
+        head = (
+            f"This run is incomplete (status: {self.run_status or 'unknown'}): "
+            f"{stored} of {expected} "
+        )
         if self.n_expected is not None and stored >= self.n_expected:
             detail = (
                 "records have an answer, but the last call stopped before it finished "
