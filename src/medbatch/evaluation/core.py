@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,9 @@ from medbatch.evaluation.metrics import _binary_view, _Codes, _headline, _per_cl
 from medbatch.evaluation.models import Evaluation
 from medbatch.evaluation.rows import _label_order, _load, _Rows, _run_labels
 from medbatch.evaluation.scores import _auc_intervals, _score_metrics
+
+if TYPE_CHECKING:
+    from medbatch.store import RunManifest
 
 __all__ = ["evaluate"]
 
@@ -31,6 +35,7 @@ def evaluate(
     *,
     dedupe: bool = False,
     calibration_bins: int = 10,
+    manifest: RunManifest | None = None,
 ) -> Evaluation:
     """Evaluate a run: confusion matrix, per-class and headline metrics with 95% CIs.
 
@@ -46,6 +51,8 @@ def evaluate(
         seed: Seed of the resampling: the same seed gives the same intervals.
         dedupe: Count each image content (`image_sha256`) once, keeping its first record.
         calibration_bins: Equal-width bins of the calibration table.
+        manifest: The run's manifest, for a DataFrame already loaded from a run directory
+            (its labels, negative label and status then apply as for the directory).
 
     Returns:
         An `Evaluation`.
@@ -68,7 +75,8 @@ def evaluate(
     """
     if n_bootstrap < 0:
         raise ValueError("n_bootstrap must be >= 0")
-    frame, manifest = _load(source)
+    frame, loaded = _load(source)
+    manifest = manifest if manifest is not None else loaded
     rows = _Rows.from_frame(frame)
     notes: list[str] = []
 

@@ -70,9 +70,14 @@ class Estimate(BaseModel):
         if self.value is None:
             return "–"
         text = f"{self.value:.{digits}f}"
-        if self.low is not None and self.high is not None:
-            text += f" ({self.low:.{digits}f}–{self.high:.{digits}f})"
-        return text
+        interval = self.interval(digits)
+        return f"{text} ({interval})" if interval is not None else text
+
+    def interval(self, digits: int = 3) -> str | None:
+        """`0.701–0.905`, or None without an interval."""
+        if self.low is None or self.high is None:
+            return None
+        return f"{self.low:.{digits}f}–{self.high:.{digits}f}"
 
 
 class ConfusionMatrix(BaseModel):
