@@ -32,7 +32,8 @@ def _frame(**evidence_columns: list[Any]) -> pd.DataFrame:
         "metadata": [None, None],
         "image_sha256": ["s1", "s2"],
     }
-    return pd.DataFrame({**rows, **evidence_columns})
+    frame: pd.DataFrame = pd.DataFrame({**rows, **evidence_columns})
+    return frame
 
 
 def _answers(frame: pd.DataFrame) -> tuple[str, str]:

@@ -331,9 +331,10 @@ def _slowest(frame: pd.DataFrame) -> list[tuple[str, float, str, str]]:
     if "latency_s" not in frame.columns or not frame["latency_s"].notna().any():
         return []
     slow = frame[frame["latency_s"].notna()].nlargest(5, "latency_s")
+    latencies: list[float] = [float(v) for v in slow["latency_s"].astype(float)]
     return [
-        (str(r.record_id), float(r.latency_s), str(r.status), int_text(r.completion_tokens))
-        for r in slow.itertuples()
+        (str(r.record_id), latency, str(r.status), int_text(r.completion_tokens))
+        for r, latency in zip(slow.itertuples(), latencies, strict=True)
     ]
 
 

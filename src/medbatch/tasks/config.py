@@ -6,6 +6,7 @@ name = "skin-lesion"                    # registry-style name shown in results
 description = "Dermoscopy: benign nevus vs melanoma."
 prompt_version = "cot-v1"               # the prompt used by default
 constrained_prompt = "direct-v1"        # optional: the prompt for constrained decoding
+negative = "NEVUS"                      # optional: the reference label of a screening view
 
 [labels.MELANOMA]                       # one table per label, in display order
 description = "Asymmetric, irregular border, several colours"
@@ -72,9 +73,7 @@ TASK_FILE_SUFFIX = ".toml"
 _TOP_KEYS = frozenset(
     {"task", "labels", "prompts", "folder_map", "params", "parser", "constrained_prompt"}
 )
-_TASK_KEYS = frozenset(
-    {"name", "description", "prompt_version", "constrained_prompt", "negative"}
-)
+_TASK_KEYS = frozenset({"name", "description", "prompt_version", "constrained_prompt", "negative"})
 _LABEL_KEYS = frozenset({"description", "synonyms"})
 _PROMPT_KEYS = frozenset(
     {"system", "user", "system_file", "user_file", "image_position", "fold_system"}
