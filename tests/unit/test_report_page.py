@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -98,3 +99,29 @@ def test_offsets_outside_the_text_fall_back(span: tuple[int, int]) -> None:
 def test_nothing_is_marked_without_evidence() -> None:
     assert highlight("no verdict here", None) == (("no verdict here", False),)
     assert highlight("no verdict here", "NORMAL") == (("no verdict here", False),)
+
+
+def test_the_report_reads_the_predictions_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import medbatch.report.build as build
+    import medbatch.store as store
+    from medbatch.datasets.sample import load_ecg_sample
+    from medbatch.pipeline import classify
+    from medbatch.tasks.registry import get_task
+
+    dataset, runner = load_ecg_sample()
+    classify(dataset, get_task("ecg"), runner, store=tmp_path, progress=False)
+    calls: list[Path] = []
+    real = store.load_predictions
+
+    def counting(run_dir: str | Path) -> pd.DataFrame:
+        calls.append(Path(run_dir))
+        return real(run_dir)
+
+    # Both the report's own import and the one evaluation makes at call time.
+    monkeypatch.setattr(store, "load_predictions", counting)
+    monkeypatch.setattr(build, "load_predictions", counting)
+    page = build.write_report(tmp_path, n_bootstrap=0).read_text("utf-8")
+    assert calls == [tmp_path]
+    assert "Screening view: any abnormal vs NORMAL" in page  # the manifest still applied
