@@ -125,3 +125,22 @@ def test_the_report_reads_the_predictions_once(
     page = build.write_report(tmp_path, n_bootstrap=0).read_text("utf-8")
     assert calls == [tmp_path]
     assert "Screening view: any abnormal vs NORMAL" in page  # the manifest still applied
+
+
+def test_the_report_uses_only_public_names_of_evaluation() -> None:
+    import ast
+
+    import medbatch.evaluation as evaluation
+    import medbatch.report as report
+
+    folder = Path(report.__file__).parent
+    used: set[str] = set()
+    for source in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text("utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "medbatch.evaluation"
+            ):
+                assert node.module == "medbatch.evaluation", (source.name, node.module)
+                used |= {alias.name for alias in node.names}
+    assert used
+    assert used <= set(evaluation.__all__)
