@@ -74,6 +74,11 @@ class LabelSet(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     labels: tuple[Label, ...] = Field(description="The labels, in display order.")
+    negative: str | None = Field(
+        default=None,
+        description="The reference (negative) label of a screening view, e.g. NORMAL: "
+        "every other label counts as positive. None: the task has no screening view.",
+    )
 
     @model_validator(mode="after")
     def _check_unique(self) -> LabelSet:
@@ -88,18 +93,32 @@ class LabelSet(BaseModel):
                     raise ValueError(
                         f"{phrase!r} of label {label.name} already names label {owner}"
                     )
+        if self.negative is not None and self.negative not in seen.values():
+            names = ", ".join(label.name for label in self.labels)
+            raise ValueError(f"negative label {self.negative!r} is not one of the labels: {names}")
         return self
 
     @classmethod
-    def from_names(cls, names: Sequence[str]) -> LabelSet:
-        """Build a label set from bare names, without descriptions or synonyms."""
-        return cls(labels=tuple(Label(name=name) for name in names))
+    def from_names(cls, names: Sequence[str], *, negative: str | None = None) -> LabelSet:
+        """Build a label set from bare names, without descriptions or synonyms.
+
+        Args:
+            names: The label names, in display order.
+            negative: The reference (negative) label, one of `names`; None for none.
+        """
+        return cls(labels=tuple(Label(name=name) for name in names), negative=negative)
 
     @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Mapping[str, Any] | str]) -> LabelSet:
+    def from_mapping(
+        cls, mapping: Mapping[str, Mapping[str, Any] | str], *, negative: str | None = None
+    ) -> LabelSet:
         """Build from `{name: description}` or `{name: {"description": ..., "synonyms": [...]}}`.
 
         This is the shape of a `[labels]` table in a TOML task definition.
+
+        Args:
+            mapping: The labels by name, in display order.
+            negative: The reference (negative) label, one of the names; None for none.
         """
         labels = []
         for name, spec in mapping.items():
@@ -107,7 +126,7 @@ class LabelSet(BaseModel):
                 labels.append(Label(name=name, description=spec))
             else:
                 labels.append(Label(name=name, **dict(spec)))
-        return cls(labels=tuple(labels))
+        return cls(labels=tuple(labels), negative=negative)
 
     @cached_property
     def names(self) -> tuple[str, ...]:

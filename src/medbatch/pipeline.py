@@ -377,6 +377,8 @@ class _RunLoop:
             params=self.params.model_dump(mode="json"),
             params_fingerprint=self.params_fp,
             constrained=self.constraint is not None,
+            labels=list(self.task.labels.names),
+            negative_label=self.task.labels.negative,
             dataset={"kind": type(self.dataset).__name__},
             versions=versions,
             started_at=_now(),

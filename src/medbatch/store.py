@@ -116,6 +116,13 @@ class RunManifest(BaseModel):
     counts: dict[str, int] = Field(default_factory=dict)
     runner_state: dict[str, Any] = Field(default_factory=dict)
     canary: dict[str, Any] | None = None
+    # -- labels (evaluation reads these, not the task registry, which may have changed) --
+    labels: list[str] | None = Field(
+        default=None, description="The task's label names, in display order; None: older run."
+    )
+    negative_label: str | None = Field(
+        default=None, description="The task's reference (negative) label, when it declares one."
+    )
     expected_records: int | None = Field(
         default=None,
         description="Distinct records this run directory should hold once every call that "

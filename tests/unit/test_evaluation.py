@@ -16,12 +16,12 @@ from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, f1_score
 from medbatch.datasets.sample import load_ecg_sample
 from medbatch.evaluation import (
     UNPARSED,
-    _confusion_stats,
     compare,
     evaluate,
     score_matrix,
     summarize,
 )
+from medbatch.evaluation.metrics import _confusion_stats
 from medbatch.pipeline import classify
 from medbatch.store import PREDICTION_COLUMNS
 from medbatch.tasks.registry import get_task
@@ -135,12 +135,14 @@ class TestHandComputed:
         assert binary.ppv == pytest.approx(6 / 7)
         assert binary.npv == pytest.approx(2 / 3)
 
-    def test_normal_is_the_default_negative_label(self) -> None:
+    def test_no_label_name_is_a_default_negative(self) -> None:
+        # A bare table says nothing about which label is the reference: NORMAL is not
+        # guessed (the run directory's manifest, or negative_label=, says it).
         frame = make_frame([("NORMAL", "NORMAL"), ("POST_MI", "NORMAL")])
-        ev = evaluate(frame, n_bootstrap=0)
+        assert evaluate(frame, n_bootstrap=0).binary is None
+        ev = evaluate(frame, negative_label="NORMAL", n_bootstrap=0)
         assert ev.binary is not None
         assert ev.binary.negative_label == "NORMAL"
-        assert evaluate(make_frame(EXAMPLE), n_bootstrap=0).binary is None
 
     def test_unknown_negative_label_is_refused(self) -> None:
         with pytest.raises(ValueError, match="negative label 'X'"):
@@ -442,3 +444,60 @@ def test_from_run_directory(tmp_path: Path) -> None:
     payload = json.loads(ev.to_json())
     assert "NaN" not in ev.to_json()
     assert payload["headline"]["accuracy"]["n"] == 16
+
+
+def _rewrite_manifest(run_dir: Path, **changes: Any) -> None:
+    path = run_dir / "manifest.json"
+    manifest = json.loads(path.read_text("utf-8"))
+    for key, new in changes.items():
+        if new is None:
+            manifest.pop(key, None)
+        else:
+            manifest[key] = new
+    path.write_text(json.dumps(manifest), "utf-8")
+
+
+def test_labels_and_negative_come_from_the_manifest(tmp_path: Path) -> None:
+    dataset, runner = load_ecg_sample()
+    classify(dataset, get_task("ecg"), runner, store=tmp_path, progress=False)
+    recorded = json.loads((tmp_path / "manifest.json").read_text("utf-8"))
+    assert recorded["labels"] == list(get_task("ecg").labels.names)
+    assert recorded["negative_label"] == "NORMAL"
+    # The manifest, not today's registry, is what the run was: a changed order and
+    # reference label in it are followed.
+    order = ["NORMAL", "POST_MI", "ABNORMAL_HEARTBEAT", "MYOCARDIAL_INFARCTION"]
+    _rewrite_manifest(tmp_path, labels=order, negative_label="POST_MI")
+    ev = evaluate(tmp_path, n_bootstrap=0)
+    assert ev.labels == tuple(order)
+    assert ev.binary is not None
+    assert ev.binary.negative_label == "POST_MI"
+    assert not any("older run directory" in note for note in ev.notes)
+
+
+def test_an_old_manifest_falls_back_to_the_registry_and_says_so(tmp_path: Path) -> None:
+    dataset, runner = load_ecg_sample()
+    classify(dataset, get_task("ecg"), runner, store=tmp_path, progress=False)
+    _rewrite_manifest(tmp_path, labels=None, negative_label=None)
+    ev = evaluate(tmp_path, n_bootstrap=0)
+    assert ev.labels == get_task("ecg").labels.names
+    assert ev.binary is not None
+    assert ev.binary.negative_label == "NORMAL"
+    assert any("older run directory" in note for note in ev.notes)
+
+
+def test_roc_points_are_part_of_the_evaluation() -> None:
+    from sklearn.metrics import roc_curve
+
+    rows = [("A", "A"), ("A", "B"), ("B", "B"), ("B", "A"), ("A", "A"), ("B", "B")]
+    p_a = [0.9, 0.4, 0.2, 0.6, 0.7, 0.1]
+    scores = [{"A": p, "B": 1 - p} for p in p_a]
+    ev = evaluate(make_frame(rows, scores=scores), n_bootstrap=0)
+    assert ev.roc_curves is not None
+    curves = {curve.label: curve for curve in ev.roc_curves}
+    assert set(curves) == {"A", "B"}
+    truth = np.array([t for t, _ in rows])
+    fpr, tpr, _ = roc_curve(truth == "A", p_a)
+    assert curves["A"].fpr == pytest.approx(fpr.tolist())
+    assert curves["A"].tpr == pytest.approx(tpr.tolist())
+    assert json.loads(ev.to_json())["roc_curves"][0]["label"] == "A"
+    assert evaluate(make_frame(rows), n_bootstrap=0).roc_curves is None

@@ -26,17 +26,13 @@ import pytest
 from scipy.stats import bootstrap, norm, rankdata
 from sklearn.metrics import roc_auc_score
 
-import medbatch.evaluation as evaluation
-from medbatch.evaluation import (
-    _auc_intervals,
-    _binary_view,
-    _Codes,
-    _confusion_stats,
-    _interval,
-    _Resamples,
-    _Rows,
-    evaluate,
-)
+import medbatch.evaluation.bootstrap as bootstrap_engine
+import medbatch.evaluation.scores as scores
+from medbatch.evaluation import evaluate
+from medbatch.evaluation.bootstrap import _interval, _Resamples
+from medbatch.evaluation.metrics import _binary_view, _Codes, _confusion_stats
+from medbatch.evaluation.rows import _Rows
+from medbatch.evaluation.scores import _auc_intervals
 
 LABELS = ("NORMAL", "MI")
 
@@ -268,7 +264,7 @@ def test_auc_resample_formula_is_sklearns_auc(monkeypatch: pytest.MonkeyPatch) -
         def chunks(self) -> Iterator[npt.NDArray[np.int64]]:
             yield np.arange(self.n, dtype=np.int64)[None, :]
 
-    monkeypatch.setattr(evaluation, "_Resamples", Identity)
+    monkeypatch.setattr(scores, "_Resamples", Identity)
     per_label, macro = _auc_intervals(_Rows.from_frame(frame), THREE, 1, np.random.SeedSequence(0))
     assert per_label is not None
     assert macro is not None
@@ -284,7 +280,7 @@ def test_bootstrap_memory_is_bounded_by_the_chunk(monkeypatch: pytest.MonkeyPatc
     import tracemalloc
 
     chunk = 400_000
-    monkeypatch.setattr(evaluation, "_BOOTSTRAP_CHUNK", chunk)
+    monkeypatch.setattr(bootstrap_engine, "_BOOTSTRAP_CHUNK", chunk)
     n, n_bootstrap = 100_000, 200
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(

@@ -43,3 +43,20 @@ def test_phrases_are_longest_first() -> None:
 
 def test_fold_label_text() -> None:
     assert fold_label_text("  Post--MI_x ") == "post mi x"
+
+
+def test_negative_label_must_be_one_of_the_names() -> None:
+    labels = LabelSet.from_names(["NORMAL", "PNEUMONIA"], negative="NORMAL")
+    assert labels.negative == "NORMAL"
+    assert LabelSet.from_names(["NORMAL", "PNEUMONIA"]).negative is None
+    with pytest.raises(ValidationError, match="negative label 'HEALTHY'"):
+        LabelSet.from_names(["NORMAL", "PNEUMONIA"], negative="HEALTHY")
+    # A synonym is not a name: the reference label is a canonical name.
+    with pytest.raises(ValidationError, match="negative label 'clear'"):
+        LabelSet(labels=(Label(name="NORMAL", synonyms=("clear",)),), negative="clear")
+
+
+def test_the_ecg_task_declares_normal_as_its_negative() -> None:
+    from medbatch.tasks.registry import get_task
+
+    assert get_task("ecg").labels.negative == "NORMAL"

@@ -13,7 +13,9 @@ from medbatch.datasets.folder import ImageFolderDataset
 from medbatch.datasets.sample import load_ecg_sample
 from medbatch.pipeline import classify
 from medbatch.records import InferenceRequest, InferenceResponse
-from medbatch.report import _image_path, _redact, is_random_model, write_report
+from medbatch.report import is_random_model, write_report
+from medbatch.report.formatting import redact as _redact
+from medbatch.report.page import image_path as _image_path
 from medbatch.store import RunStore
 from medbatch.tasks.registry import get_task
 from medbatch.testing import FunctionRunner

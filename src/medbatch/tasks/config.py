@@ -6,6 +6,7 @@ name = "skin-lesion"                    # registry-style name shown in results
 description = "Dermoscopy: benign nevus vs melanoma."
 prompt_version = "cot-v1"               # the prompt used by default
 constrained_prompt = "direct-v1"        # optional: the prompt for constrained decoding
+negative = "NEVUS"                      # optional: the reference label of a screening view
 
 [labels.MELANOMA]                       # one table per label, in display order
 description = "Asymmetric, irregular border, several colours"
@@ -72,7 +73,7 @@ TASK_FILE_SUFFIX = ".toml"
 _TOP_KEYS = frozenset(
     {"task", "labels", "prompts", "folder_map", "params", "parser", "constrained_prompt"}
 )
-_TASK_KEYS = frozenset({"name", "description", "prompt_version", "constrained_prompt"})
+_TASK_KEYS = frozenset({"name", "description", "prompt_version", "constrained_prompt", "negative"})
 _LABEL_KEYS = frozenset({"description", "synonyms"})
 _PROMPT_KEYS = frozenset(
     {"system", "user", "system_file", "user_file", "image_position", "fold_system"}
@@ -120,7 +121,10 @@ def task_from_mapping(
     name = _string(task_table, "name", where, "task", required=True) or ""
     description = _string(task_table, "description", where, "task") or ""
 
-    labels = _labels(_table(raw, "labels", where, required=True), where)
+    negative = task_table.get("negative")
+    if negative is not None and not isinstance(negative, str):
+        raise where.error("task.negative", f"must be a label name, not {negative!r}")
+    labels = _labels(_table(raw, "labels", where, required=True), where, negative)
     prompts = _prompts(
         _table(raw, "prompts", where, required=True), labels, where, base_dir, task_name=name
     )
@@ -197,7 +201,7 @@ def _string(
     return value
 
 
-def _labels(table: Mapping[str, Any], where: _Where) -> LabelSet:
+def _labels(table: Mapping[str, Any], where: _Where, negative: str | None = None) -> LabelSet:
     if not table:
         raise where.error("labels", "at least one label is needed ([labels.NAME])")
     specs: dict[str, Any] = {}
@@ -217,7 +221,7 @@ def _labels(table: Mapping[str, Any], where: _Where) -> LabelSet:
             raise where.error(f"{at}.description", "must be a string")
         specs[name] = {"description": description, "synonyms": tuple(synonyms)}
     try:
-        return LabelSet.from_mapping(specs)
+        return LabelSet.from_mapping(specs, negative=negative)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise where.error("labels", str(first["msg"]).removeprefix("Value error, ")) from exc

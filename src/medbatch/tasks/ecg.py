@@ -123,7 +123,8 @@ ECG_LABELS = LabelSet(
                 "within normal limits",
             ),
         ),
-    )
+    ),
+    negative="NORMAL",
 )
 """The four ECG classes with the notebook's descriptions, in the notebook's order."""
 

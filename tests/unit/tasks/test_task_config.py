@@ -133,3 +133,13 @@ def test_a_synonym_claimed_by_two_labels_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"labels: .*already names label NORMAL"):
         load_task_file(write(tmp_path, text))
+
+
+def test_a_task_file_declares_its_negative_label(tmp_path: Path) -> None:
+    with_negative = MINIMAL.replace('name = "cxr"', 'name = "cxr"\nnegative = "NORMAL"')
+    assert with_negative != MINIMAL
+    assert load_task_file(write(tmp_path, with_negative)).labels.negative == "NORMAL"
+    assert load_task_file(write(tmp_path, MINIMAL, "plain.toml")).labels.negative is None
+    unknown = MINIMAL.replace('name = "cxr"', 'name = "cxr"\nnegative = "HEALTHY"')
+    with pytest.raises(ConfigError, match="negative label 'HEALTHY'"):
+        load_task_file(write(tmp_path, unknown, "bad.toml"))
