@@ -36,7 +36,9 @@ from medbatch.records import (
     LabelConstraint,
     TextPart,
 )
-from medbatch.runners.transformers import TransformersRunner, _collate, _ConstraintProgram
+from medbatch.runners._hf.constraints import ConstraintProgram
+from medbatch.runners._hf.inputs import collate
+from medbatch.runners.transformers import TransformersRunner
 from medbatch.tasks import get_task
 from medbatch.testing.contracts import RunnerContract
 from medbatch.testing.tiny_vlm import ECG_LABELS, TINY_ARCHITECTURES, TINY_IMAGE_TOKENS, tiny_vlm
@@ -192,7 +194,7 @@ def test_a_batch_equals_the_processors_own_batch(runner: TransformersRunner) -> 
     """Collated records (left padding, crops padded) equal the processor run on all at once."""
     processor = runner.loaded.processor
     requests = [_request(seed) for seed in range(3)]
-    collated = _collate([runner._prepare(request) for request in requests], runner.loaded)
+    collated = collate([runner._prepare(request) for request in requests], runner.loaded)
     texts = [
         processor.apply_chat_template(
             _conversation(request), add_generation_prompt=True, tokenize=False
@@ -261,7 +263,7 @@ def test_a_text_only_record_does_not_break_a_batch_of_images(model_path: Path) -
 
 
 def _brute_force(
-    runner: TransformersRunner, request: InferenceRequest, program: _ConstraintProgram
+    runner: TransformersRunner, request: InferenceRequest, program: ConstraintProgram
 ) -> dict[str, float]:
     """Each label's probability from full forward passes, one sequence at a time, no cache."""
     loaded = runner.loaded
@@ -296,7 +298,7 @@ def test_choice_label_is_the_argmax_of_scores_that_match_brute_force(
 ) -> None:
     requests = [_request(seed, constraint=CHOICE) for seed in range(3)]
     responses = _by_id(runner.run(requests))
-    program = _ConstraintProgram.build(CHOICE, runner.loaded, runner._json_string_tokens)
+    program = ConstraintProgram.build(CHOICE, runner.loaded, runner._json_string_tokens)
     assert program is not None
     for request in requests:
         response = responses[request.record_id]
