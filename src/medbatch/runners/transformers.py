@@ -204,6 +204,7 @@ class TransformersRunner(BatchRunner):
         batching=True,
         constrained_decoding=True,
         label_scores=True,
+        likelihood_scoring=True,
         image_inputs=frozenset({"bytes"}),
     )
 

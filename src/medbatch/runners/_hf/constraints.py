@@ -67,7 +67,7 @@ class ConstraintProgram:
         def encode(text: str) -> tuple[int, ...]:
             return tuple(tokenizer.encode(text))
 
-        if constraint.mode == "choice":
+        if constraint.mode in ("choice", "score"):
             # The shared label trie (label and " label" spellings, EOS after a complete label)
             # is the whole program; its variants are what the scores sum over.
             trie = LabelTrie.from_tokenizer(

@@ -45,9 +45,13 @@ def generate(
     """Answer rows that share decoding settings and a tensor layout, as one batch.
 
     `string_tokens` gives the JSON-string-safe token ids (built once per runner, on demand).
+    In `score` mode nothing is generated: the answer is the argmax label of the exact scores
+    (whatever the temperature, and even with `score_labels` off), with no completion tokens.
     """
-    batch = collate([prepared for _, prepared in rows], loaded)
     program = ConstraintProgram.build(constraint, loaded, string_tokens)
+    if program is not None and constraint is not None and constraint.mode == "score":
+        yield from _score(loaded, rows, program, started)
+        return
     kwargs: dict[str, Any] = {
         "max_new_tokens": params.max_tokens,
         "pad_token_id": loaded.pad_id,
@@ -72,6 +76,7 @@ def generate(
             answer_with(program, [], best[row], params.max_tokens) for row in range(len(rows))
         ]
     else:
+        batch = collate([prepared for _, prepared in rows], loaded)
         generated, scores = decode(loaded, rows, batch, params, program, kwargs, scoring)
 
     elapsed = time.perf_counter() - started
@@ -83,6 +88,32 @@ def generate(
             finish_reason=finish_reason,
             usage=Usage(prompt_tokens=prepared.prompt_tokens, completion_tokens=completion_tokens),
             label_scores=scores[row],
+            latency_s=elapsed,
+            metadata={"batch_rows": len(rows), **prepared.provenance},
+        )
+
+
+def _score(
+    loaded: Loaded,
+    rows: list[tuple[InferenceRequest, Prepared]],
+    program: ConstraintProgram,
+    started: float,
+) -> Iterator[InferenceResponse]:
+    """`score` mode: the label is the argmax of the exact label scores; nothing is decoded."""
+    scores, _ = label_scores(
+        loaded, rows, program, dict.fromkeys(range(len(rows)), 0), [[] for _ in rows]
+    )
+    elapsed = time.perf_counter() - started
+    for row, (request, prepared) in enumerate(rows):
+        row_scores = scores[row]
+        assert row_scores is not None  # every row starts its label at once in score mode
+        yield InferenceResponse(
+            record_id=request.record_id,
+            # The label name itself (the spelling's decoded text may carry a leading space).
+            text=max(row_scores, key=row_scores.__getitem__),
+            finish_reason="stop",
+            usage=Usage(prompt_tokens=prepared.prompt_tokens, completion_tokens=0),
+            label_scores=row_scores,
             latency_s=elapsed,
             metadata={"batch_rows": len(rows), **prepared.provenance},
         )
