@@ -5,9 +5,11 @@ small automaton over fixed pieces, a JSON string and the label trie (`Constraint
 followed row by row during `generate` (`Tracker`).
 
 Why hand-written, not a grammar engine: the grammar is three fixed pieces, one free string
-and a choice between token sequences. Label scoring needs to know where each row's label
-starts and which token sequences spell each label, which a trie gives exactly; xgrammar
-(the engine vLLM uses) would pull triton into a CPU install (see docs/concepts/label-scores.md).
+and a choice between token sequences, and exact label scoring needs what this program knows
+directly: where each row's label starts and which token sequences spell each label. xgrammar
+0.2.9 (the engine vLLM uses) requires triton on Linux x86-64 (a GPU compiler, pulled into
+every CPU install of the `local` extra) and apache-tvm-ffi; llguidance (vLLM's `guidance`
+back-end) installs alone and is the candidate for the `json` mode.
 """
 
 from __future__ import annotations

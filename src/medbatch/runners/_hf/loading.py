@@ -49,10 +49,12 @@ def load_model(
     trust_remote_code: bool,
     attn_implementation: str | None,
     quiet: bool = False,
+    profile: ModelProfile | None = None,
 ) -> tuple[Loaded, ModelProfile]:
     """Load `model` (a hub name or folder) on `device` in `dtype`; also its family's profile.
 
-    `quiet` turns transformers' progress bars off.
+    `quiet` turns transformers' progress bars off. `profile` (the family's rules) is used
+    as given; None resolves it from the model name and the `model_type` of its config.
 
     Raises:
         MissingDependencyError: torch or transformers is not installed.
@@ -83,7 +85,7 @@ def load_model(
             "you have access to (set HF_TOKEN for gated models such as MedGemma)."
         ) from exc
     model_type = str(getattr(model_config, "model_type", ""))
-    profile = profile_for(model, model_type=model_type)
+    profile = profile or profile_for(model, model_type=model_type)
     try:
         profile.check_dtype(str(torch_dtype), force=allow_fp16)
     except ConfigError as exc:
