@@ -47,7 +47,7 @@ from medbatch.records import (
     LabelConstraint,
     TextPart,
 )
-from medbatch.runners import transformers as runner_module
+from medbatch.runners._hf import loading
 from medbatch.runners.transformers import TransformersRunner
 from medbatch.testing.tiny_vlm import ECG_LABELS, tiny_vlm
 
@@ -367,13 +367,13 @@ def run_4b(args: argparse.Namespace) -> None:
         print("dry run: configuration and model built on the meta device; nothing measured")
         return
 
-    loaded = runner_module._Loaded(
+    loaded = loading.Loaded(
         processor=processor,
         model=model,
         tokenizer=small.tokenizer,
         device=torch.device("cuda"),
         dtype=torch.bfloat16,
-        end_ids=runner_module._end_token_ids(model, small.tokenizer),
+        end_ids=loading.end_token_ids(model, small.tokenizer),
         pad_id=int(small.tokenizer.pad_token_id),
         cache_kwarg=_cache_kwarg(model),
     )

@@ -49,6 +49,7 @@ def choice_json_schema(constraint: LabelConstraint) -> dict[str, Any]:
     in `choice` mode, an object with the one required field `label` (an enum of names).
     Either way the answer is read by `JSONLabelParser`.
     """
+    _refuse_score_mode(constraint)
     if constraint.mode == "json":
         return constraint.json_schema()
     return LabelConstraint(labels=constraint.labels, mode="json", reasoning=False).json_schema()
@@ -64,9 +65,20 @@ def to_vllm_structured_outputs(constraint: LabelConstraint) -> dict[str, Any]:
     Use as `SamplingParams(structured_outputs=StructuredOutputsParams(**kwargs))`, or call
     `to_vllm_sampling_structured_outputs` which builds the object.
     """
+    _refuse_score_mode(constraint)
     if constraint.mode == "choice":
         return {"choice": list(constraint.labels)}
     return {"json": constraint.json_schema()}
+
+
+def _refuse_score_mode(constraint: LabelConstraint) -> None:
+    """`score` mode is no decoding constraint: a back-end must compute the scores itself."""
+    if constraint.mode == "score":
+        raise ValueError(
+            "mode='score' classifies by likelihood without generating; it has no "
+            "structured-output form. Use a runner with likelihood_scoring (transformers) or "
+            "mode='choice'"
+        )
 
 
 def to_vllm_sampling_structured_outputs(constraint: LabelConstraint) -> Any:

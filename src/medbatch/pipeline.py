@@ -33,7 +33,7 @@ from medbatch.canary import (
     probe_image_seen,
 )
 from medbatch.datasets.base import Dataset, SubsetDataset
-from medbatch.errors import ImageLoadError, RunStoreError
+from medbatch.errors import ConfigError, ImageLoadError, RunStoreError
 from medbatch.evaluation import summarize
 from medbatch.images import check_pixels
 from medbatch.parsing.interpret import interpret_response
@@ -208,6 +208,11 @@ def classify(
     if constrained:
         constraint = constrained if isinstance(constrained, LabelConstraint) else task.constraint()
         task = task.for_constrained_decoding()
+        if constraint.mode == "score" and not runner.capabilities.likelihood_scoring:
+            raise ConfigError(
+                f"runner {runner.name!r} cannot classify by likelihood (mode='score'): it "
+                "computes no exact label scores; use mode='choice' (constrained generation)"
+            )
     profile = profile or profile_for(runner.model_id)
     task = _apply_profile(task, profile)
     if limit is not None:

@@ -350,14 +350,19 @@ class LabelConstraint(BaseModel):
         labels: The allowed label names, from the task's `LabelSet`.
         mode: `choice` makes the whole answer one label name; `json` makes it a JSON object
             `{"reasoning": ..., "label": ...}` (reasoning first, so the model still thinks
-            before it commits, when `reasoning` is true).
+            before it commits, when `reasoning` is true). `score` classifies by likelihood,
+            without generating: the answer is the label whose tokens (then the end of the
+            answer) the model finds most probable after the prompt, and `label_scores` holds
+            every label's probability, from one prefill plus the label continuations. Only
+            runners with `RunnerCapabilities.likelihood_scoring` take it (TransformersRunner);
+            it ignores temperature and sampling, as there is nothing to sample.
         reasoning: Include a free-text `reasoning` field before `label` in `json` mode.
     """
 
     model_config = _FROZEN
 
     labels: tuple[str, ...] = Field(min_length=1)
-    mode: Literal["choice", "json"] = "choice"
+    mode: Literal["choice", "json", "score"] = "choice"
     reasoning: bool = False
 
     def json_schema(self) -> dict[str, Any]:

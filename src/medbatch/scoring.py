@@ -27,6 +27,7 @@ __all__ = [
     "label_probabilities",
     "label_scores_from_top_logprobs",
     "logsumexp",
+    "score_label_continuations",
     "sequence_logprob",
 ]
 
@@ -158,3 +159,92 @@ def _label_token_index(content: Sequence[Mapping[str, Any]]) -> int:
         if end > offset and str(content[i].get("token", "")).strip(' \t\n"'):
             return i
     return 0
+
+
+def score_label_continuations(
+    model: Any,
+    batch: Mapping[str, Any],
+    variants: Sequence[tuple[str, tuple[int, ...]]],
+    terminators: Sequence[int],
+    *,
+    pad_id: int,
+    cache_kwarg: str = "past_key_values",
+) -> list[tuple[dict[str, float], dict[str, tuple[int, ...]]]]:
+    """Exact label probabilities from a causal model, in one prefill and one forward pass.
+
+    For each row of `batch` (left-padded prompts, as `generate` takes them, plus what the
+    answer held before the label), the score of a variant (a label's token sequence) is the
+    model's log-probability of those tokens after the row and then of any of `terminators`
+    (what must follow a complete label: end of turn in `choice` mode, the closing quote in
+    `json` mode). Without the terminator a label that is a prefix of another (NORMAL,
+    NORMAL_VARIANT) would always win. Variants of one label are summed; labels are normalised
+    to sum to 1 (`label_probabilities`). Each row also gets, per label, its most probable
+    variant (the tokens to write when that label is chosen). With no decode loop, the argmax
+    is the cheapest exact classifier: one prefill of the prompt plus the K continuations.
+
+    The prompt is run once with its KV cache kept; the cache is repeated once per variant and
+    all continuations go through the model together. Needs torch (imported here).
+
+    Args:
+        model: A transformers model taking `input_ids`, `attention_mask`, `position_ids`
+            (and images) and returning logits and a cache with `batch_repeat_interleave`.
+        batch: The model inputs of the rows, with `input_ids` and `attention_mask`.
+        variants: `(label, tokens)` pairs; several pairs may spell one label.
+        terminators: Tokens any of which ends a complete label.
+        pad_id: The token written in the padding of shorter variants.
+        cache_kwarg: The forward argument that takes the cache (`cache` in transformers 5).
+
+    Returns:
+        Per row: the label probabilities, and each label's most probable token sequence.
+    """
+    import torch
+
+    device = batch["input_ids"].device
+    n_rows = int(batch["input_ids"].shape[0])
+    mask = batch["attention_mask"]
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    count = len(variants)
+    longest = max(len(tokens) for _, tokens in variants)
+    with torch.inference_mode():
+        prefill = model(**batch, position_ids=positions, use_cache=True, logits_to_keep=1)
+        first = torch.log_softmax(prefill.logits[:, -1, :].float(), dim=-1)
+        cache = getattr(prefill, "cache", None) or prefill.past_key_values
+        cache.batch_repeat_interleave(count)
+
+        padded = torch.full((n_rows * count, longest), pad_id, dtype=torch.long, device=device)
+        for row in range(n_rows):
+            for index, (_, tokens) in enumerate(variants):
+                padded[row * count + index, : len(tokens)] = torch.tensor(tokens)
+        continuation_mask = torch.cat(
+            [mask.repeat_interleave(count, dim=0), torch.ones_like(padded)], dim=1
+        )
+        continuation_positions = positions[:, -1:].repeat_interleave(count, dim=0) + 1
+        continuation_positions = continuation_positions + torch.arange(longest, device=device)
+        follow = model(
+            input_ids=padded,
+            attention_mask=continuation_mask,
+            position_ids=continuation_positions,
+            use_cache=True,
+            **{cache_kwarg: cache},
+        )
+        after = torch.log_softmax(follow.logits.float(), dim=-1)
+
+    terminator_index = torch.tensor(list(terminators), device=device)
+    results: list[tuple[dict[str, float], dict[str, tuple[int, ...]]]] = []
+    for row in range(n_rows):
+        totals: dict[str, list[float]] = {}
+        spelling: dict[str, tuple[float, tuple[int, ...]]] = {}
+        for index, (label, tokens) in enumerate(variants):
+            line = row * count + index
+            logprob = first[row, tokens[0]]
+            for step in range(1, len(tokens)):
+                logprob = logprob + after[line, step - 1, tokens[step]]
+            end = torch.logsumexp(after[line, len(tokens) - 1, terminator_index], dim=0)
+            value = float(logprob + end)
+            totals.setdefault(label, []).append(value)
+            if label not in spelling or value > spelling[label][0]:
+                spelling[label] = (value, tuple(tokens))
+        results.append(
+            (label_probabilities(totals), {label: seq for label, (_, seq) in spelling.items()})
+        )
+    return results

@@ -26,7 +26,7 @@ def read_constrained_answer(text: str, constraint: LabelConstraint) -> str | Non
     answers must be a JSON object whose `label` is one of the labels.
     """
     stripped = text.strip()
-    if constraint.mode == "choice":
+    if constraint.mode in ("choice", "score"):  # score mode answers one label name too
         return stripped if stripped in constraint.labels else None
     try:
         payload = json.loads(stripped)
@@ -102,6 +102,6 @@ def _is_constrained_prefix(text: str, constraint: LabelConstraint) -> bool:
     stripped = text.strip()
     if not stripped or stripped.startswith("{"):
         return True
-    return constraint.mode == "choice" and any(
+    return constraint.mode in ("choice", "score") and any(
         label.startswith(stripped) for label in constraint.labels
     )

@@ -43,6 +43,8 @@ class RunnerCapabilities(BaseModel):
         batching: Several requests are processed together.
         constrained_decoding: `LabelConstraint` is honoured natively.
         label_scores: `InferenceResponse.label_scores` can be filled.
+        likelihood_scoring: `LabelConstraint(mode="score")` is honoured: the answer is the
+            argmax of exact label scores, computed without generating.
         image_inputs: How images can reach the model: `bytes` (sent inline), `url`
             (http/data URLs passed through), `stage` (Snowflake stage paths).
         expensive: Each run costs real money or GPU time (remote jobs, servers, engines),
@@ -54,6 +56,7 @@ class RunnerCapabilities(BaseModel):
     batching: bool = False
     constrained_decoding: bool = False
     label_scores: bool = False
+    likelihood_scoring: bool = False
     image_inputs: frozenset[str] = frozenset({"bytes"})
     expensive: bool = False
 

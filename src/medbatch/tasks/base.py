@@ -84,6 +84,6 @@ class Task:
             return self
         return self.with_prompt(self.constrained_prompt_version)
 
-    def constraint(self, mode: Literal["choice", "json"] = "choice") -> LabelConstraint:
+    def constraint(self, mode: Literal["choice", "json", "score"] = "choice") -> LabelConstraint:
         """A `LabelConstraint` over this task's labels."""
         return LabelConstraint(labels=self.labels.names, mode=mode, reasoning=mode == "json")

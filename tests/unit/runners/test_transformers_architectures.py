@@ -36,7 +36,9 @@ from medbatch.records import (
     LabelConstraint,
     TextPart,
 )
-from medbatch.runners.transformers import TransformersRunner, _collate, _ConstraintProgram
+from medbatch.runners._hf.constraints import ConstraintProgram
+from medbatch.runners._hf.inputs import collate
+from medbatch.runners.transformers import TransformersRunner
 from medbatch.tasks import get_task
 from medbatch.testing.contracts import RunnerContract
 from medbatch.testing.tiny_vlm import ECG_LABELS, TINY_ARCHITECTURES, TINY_IMAGE_TOKENS, tiny_vlm
@@ -192,7 +194,7 @@ def test_a_batch_equals_the_processors_own_batch(runner: TransformersRunner) -> 
     """Collated records (left padding, crops padded) equal the processor run on all at once."""
     processor = runner.loaded.processor
     requests = [_request(seed) for seed in range(3)]
-    collated = _collate([runner._prepare(request) for request in requests], runner.loaded)
+    collated = collate([runner._prepare(request) for request in requests], runner.loaded)
     texts = [
         processor.apply_chat_template(
             _conversation(request), add_generation_prompt=True, tokenize=False
@@ -261,7 +263,7 @@ def test_a_text_only_record_does_not_break_a_batch_of_images(model_path: Path) -
 
 
 def _brute_force(
-    runner: TransformersRunner, request: InferenceRequest, program: _ConstraintProgram
+    runner: TransformersRunner, request: InferenceRequest, program: ConstraintProgram
 ) -> dict[str, float]:
     """Each label's probability from full forward passes, one sequence at a time, no cache."""
     loaded = runner.loaded
@@ -296,7 +298,7 @@ def test_choice_label_is_the_argmax_of_scores_that_match_brute_force(
 ) -> None:
     requests = [_request(seed, constraint=CHOICE) for seed in range(3)]
     responses = _by_id(runner.run(requests))
-    program = _ConstraintProgram.build(CHOICE, runner.loaded, runner._json_string_tokens)
+    program = ConstraintProgram.build(CHOICE, runner.loaded, runner._json_string_tokens)
     assert program is not None
     for request in requests:
         response = responses[request.record_id]
@@ -347,3 +349,40 @@ def test_a_truncated_json_answer_is_truncated_not_an_ignored_constraint(
     assert result.status is AnswerStatus.TRUNCATED
     assert result.label is None
     assert ignored is False
+
+
+# -- score mode: classify by likelihood, without generating -------------------------------------
+
+
+SCORE = LabelConstraint(labels=ECG_LABELS, mode="score")
+
+
+def test_score_mode_is_the_argmax_of_exact_scores_and_never_generates(
+    runner: TransformersRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_generate(*args: object, **kwargs: object) -> None:
+        raise AssertionError("score mode must not call generate")
+
+    monkeypatch.setattr(runner.loaded.model, "generate", no_generate)
+    # Sampling settings and a tiny max_tokens change nothing: there is nothing to sample.
+    params = GenerationParams(temperature=1.0, top_p=0.5, seed=3, max_tokens=1)
+    requests = [_request(seed, constraint=SCORE, params=params) for seed in range(3)]
+    responses = _by_id(runner.run(requests))
+    program = ConstraintProgram.build(SCORE, runner.loaded, runner._json_string_tokens)
+    assert program is not None
+    for request in requests:
+        response = responses[request.record_id]
+        assert response.error is None
+        assert response.finish_reason == "stop"
+        assert response.usage is not None
+        assert response.usage.completion_tokens == 0
+        scores = response.label_scores
+        assert scores is not None
+        assert list(scores) == list(ECG_LABELS)
+        expected = _brute_force(runner, request, program)
+        for label in ECG_LABELS:
+            assert scores[label] == pytest.approx(expected[label], rel=1e-3, abs=1e-6), label
+        assert response.text == _argmax(scores) == _argmax(expected)
+        parsed, ignored = interpret_response(response, get_task("ecg").parser, SCORE)
+        assert not ignored
+        assert parsed.label == response.text
