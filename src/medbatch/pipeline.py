@@ -208,7 +208,7 @@ def classify(
     if constrained:
         constraint = constrained if isinstance(constrained, LabelConstraint) else task.constraint()
         task = task.for_constrained_decoding()
-    profile = profile or profile_for(runner.model_id)
+    profile = profile or runner.profile or profile_for(runner.model_id)
     task = _apply_profile(task, profile)
     if limit is not None:
         dataset = SubsetDataset(dataset, limit)
