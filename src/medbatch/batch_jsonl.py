@@ -36,16 +36,16 @@ from typing import IO, Any, Literal
 
 from medbatch.datasets.base import Dataset
 from medbatch.errors import ConfigError, ImageLoadError
+from medbatch.openai_wire import (
+    chat_completion_body,
+    completion_to_response,
+    status_may_pass_later,
+)
 from medbatch.records import (
     GenerationParams,
     InferenceRequest,
     InferenceResponse,
     LabelConstraint,
-)
-from medbatch.openai_wire import (
-    chat_completion_body,
-    completion_to_response,
-    status_may_pass_later,
 )
 from medbatch.runners.openai import OpenAICompatibleRunnerConfig
 from medbatch.tasks.base import Task

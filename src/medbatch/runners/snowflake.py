@@ -174,13 +174,14 @@ class SnowflakeBatchRunner(BatchRunner):
     """Classify with a model from the Snowflake Model Registry via `run_batch`.
 
     Args:
+        config: The settings; None: the defaults plus `overrides`.
         session: A Snowpark session to use (else built from `connection_name`/env/notebook).
         model_version: A `ModelVersion` to use (else looked up in the registry at `start`).
         specs: Spec classes to build the call with (default: the installed package's).
         job_getter: `(job_id, session) -> job` for re-attaching (default
             `snowflake.ml.jobs.get_job`).
         sleep, clock: Time functions (seams for tests).
-        **settings: Fields of `SnowflakeBatchRunnerConfig`.
+        **overrides: Fields of `SnowflakeBatchRunnerConfig`, validated by it.
 
     Raises:
         SnowflakeIdentifierError: A name is not a plain identifier (before any SQL runs).
@@ -206,6 +207,8 @@ class SnowflakeBatchRunner(BatchRunner):
 
     def __init__(
         self,
+        config: SnowflakeBatchRunnerConfig | None = None,
+        /,
         *,
         session: Any | None = None,
         model_version: Any | None = None,
@@ -213,9 +216,9 @@ class SnowflakeBatchRunner(BatchRunner):
         job_getter: Callable[[str, Any], Any] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
-        **settings: Any,
+        **overrides: Any,
     ) -> None:
-        self.config = SnowflakeBatchRunnerConfig(**settings)
+        self.config: SnowflakeBatchRunnerConfig = self._settings(config, overrides)
         cfg = self.config
         for value, what in (
             (cfg.database, "database"),
@@ -245,11 +248,6 @@ class SnowflakeBatchRunner(BatchRunner):
         self._clock = clock
         self._api: ApiVersion | None = None
         self._jobs: dict[str, dict[str, Any]] = {}
-
-    @classmethod
-    def from_config(cls, config: RunnerConfig) -> SnowflakeBatchRunner:
-        """Build from a `SnowflakeBatchRunnerConfig`."""
-        return cls(**config.model_dump())
 
     # -- lifecycle -------------------------------------------------------------------------
 
