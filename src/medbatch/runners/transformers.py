@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import logging
 import threading
 import time
@@ -90,6 +91,16 @@ logger = logging.getLogger(__name__)
 # Continuations scored in one forward pass (prompt rows x label variants); bounds the memory
 # of the expanded KV cache and the logits (variants x tokens x vocabulary).
 _MAX_SCORING_ROWS = 64
+
+
+def _local_model_type(model: str) -> str | None:
+    """`model_type` from a local model folder's `config.json`, or None (hub names too)."""
+    config = Path(model) / "config.json"
+    try:
+        value = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 class TransformersRunnerConfig(RunnerConfig):
@@ -194,8 +205,8 @@ class TransformersRunner(BatchRunner):
     Args:
         config: The settings, or the shorthand: a hub name or local folder as the model
             (e.g. `medbatch.testing.tiny_vlm(...)`); None: `overrides` give the model.
-        profile: The model family's rules (dtype refusals); default `profile_for` of the
-            model id and the model's `model_type`, read in `start()`.
+        profile: The model family's rules (system role, dtype refusals); default
+            `profile_for` of the model id and a local folder's `model_type`.
         **overrides: Fields of `TransformersRunnerConfig`, validated by it (`device`,
             `dtype`, `batch_size`, ...).
 
@@ -208,8 +219,8 @@ class TransformersRunner(BatchRunner):
     name: ClassVar[str] = "transformers"
     config_class: ClassVar[type[RunnerConfig] | None] = TransformersRunnerConfig
     profile: ModelProfile = GENERIC
-    """The model family's rules: from the model id at construction, refined from the model's
-    `model_type` in `start()` (unless one was given)."""
+    """The model family's rules, resolved at construction from the model id (and a local
+    folder's `model_type`) unless one was given."""
     capabilities = RunnerCapabilities(
         batching=True,
         constrained_decoding=True,
@@ -235,9 +246,11 @@ class TransformersRunner(BatchRunner):
         cfg = self.config
         self.batch_size = cfg.batch_size
         self.model_id = cfg.model if cfg.revision is None else f"{cfg.model}@{cfg.revision}"
-        # Refined in `start()` from the model's own `model_type`, unless given here.
+        # Resolved once, here, so the prompt the pipeline renders does not depend on whether
+        # the runner was started; a local folder's `config.json` names the family even when
+        # its path does not.
         self._given_profile = profile
-        self.profile = profile or profile_for(cfg.model)
+        self.profile = profile or profile_for(cfg.model, model_type=_local_model_type(cfg.model))
         self._loaded: _Loaded | None = None
         self._pool: ThreadPoolExecutor | None = None
         # Read-ahead work by record id, with the request it was made for (an abandoned run
@@ -320,9 +333,10 @@ class TransformersRunner(BatchRunner):
                 "you have access to (set HF_TOKEN for gated models such as MedGemma)."
             ) from exc
         model_type = str(getattr(model_config, "model_type", ""))
-        self.profile = self._given_profile or profile_for(cfg.model, model_type=model_type)
+        # A hub model's `model_type` is known only now: the dtype rules use it too.
+        family = self._given_profile or profile_for(cfg.model, model_type=model_type)
         try:
-            self.profile.check_dtype(str(dtype), force=cfg.allow_fp16)
+            family.check_dtype(str(dtype), force=cfg.allow_fp16)
         except ConfigError as exc:
             raise ConfigError(f"{cfg.model}: {exc}") from None
 

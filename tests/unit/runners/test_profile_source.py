@@ -186,3 +186,17 @@ def test_model_image_sizes_is_a_deprecated_view_of_the_profiles() -> None:
         sizes = images.MODEL_IMAGE_SIZES
     assert sizes["medgemma"] == profiles.GEMMA3.image_size
     assert images.native_size("google/paligemma2-3b-pt-896") == profiles.PALIGEMMA.image_size
+
+
+def test_transformers_resolves_its_profile_once_at_construction(tmp_path: Path) -> None:
+    from medbatch.runners.transformers import TransformersRunner
+
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "gemma3"}')
+    # The pipeline reads `runner.profile` before the runner starts: a local folder's
+    # config.json must already count, or the first run and a resumed one would differ.
+    assert TransformersRunner(folder).profile is profiles.GEMMA3
+    assert TransformersRunner(tmp_path / "elsewhere").profile is profiles.GENERIC
+    given = ModelProfile(name="given")
+    assert TransformersRunner(folder, profile=given).profile is given
