@@ -28,7 +28,7 @@ import contextlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
+def __getattr__(name: str) -> Any:
     # `MODEL_IMAGE_SIZES` moved into the model profiles (`ModelProfile.image_size`).
     if name == "MODEL_IMAGE_SIZES":
         import warnings

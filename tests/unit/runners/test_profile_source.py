@@ -76,7 +76,7 @@ def _install(monkeypatch: pytest.MonkeyPatch, **fields: Any) -> ModelProfile:
 def _side(data_url: str) -> int:
     payload = base64.b64decode(data_url.split(",", 1)[1])
     with Image.open(io.BytesIO(payload)) as image:
-        return max(image.size)
+        return int(max(image.size))
 
 
 def _image_urls(messages: list[dict[str, Any]]) -> list[str]:
@@ -161,7 +161,7 @@ def test_the_pipeline_folds_as_the_runners_profile_says(
 ) -> None:
     # The model name says nothing: only the profile handed to the runner can ask for a fold.
     recorder = _Recorder()
-    profile = ModelProfile(name="given", system_role=system_role)  # type: ignore[arg-type]
+    profile = ModelProfile(name="given", system_role=system_role)
     task = get_task("ecg")
     dataset = ListDataset([Record(id="r1", image=big_image, label=task.labels.names[0])])
     with _openai(recorder, profile=profile) as runner:

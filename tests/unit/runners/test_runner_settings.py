@@ -112,7 +112,7 @@ def test_configs_stay_the_runner_settings_classes() -> None:
         (SnowflakeBatchRunner, SnowflakeBatchRunnerConfig),
         (TransformersRunner, TransformersRunnerConfig),
     ]
-    assert all(issubclass(config, RunnerConfig) for _, config in pairs)
+    assert all(config is not None and issubclass(config, RunnerConfig) for _, config in pairs)
 
 
 def test_replay_takes_its_config_or_recordings(tmp_path: Path) -> None:
