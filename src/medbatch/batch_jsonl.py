@@ -36,17 +36,18 @@ from typing import IO, Any, Literal
 
 from medbatch.datasets.base import Dataset
 from medbatch.errors import ConfigError, ImageLoadError
+from medbatch.openai_wire import (
+    chat_completion_body,
+    completion_to_response,
+    status_may_pass_later,
+)
 from medbatch.records import (
     GenerationParams,
     InferenceRequest,
     InferenceResponse,
     LabelConstraint,
 )
-from medbatch.runners.openai import (
-    OpenAICompatibleRunnerConfig,
-    chat_completion_body,
-    completion_to_response,
-)
+from medbatch.runners.openai import OpenAICompatibleRunnerConfig
 from medbatch.tasks.base import Task
 
 __all__ = [
@@ -333,7 +334,7 @@ def _line_to_response(
             custom_id,
             "request_failed",
             f"HTTP {status}: {_short(reason)}",
-            retryable=status not in (400, 413, 422),
+            retryable=status_may_pass_later(status),
             metadata={**metadata, "status": status},
         )
     constraint = constraint_from_body(body) if body is not None else None

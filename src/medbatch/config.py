@@ -27,6 +27,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from medbatch._validation import did_you_mean as _did_you_mean
+from medbatch._validation import first_error as _first_error
 from medbatch.datasets.base import Dataset
 from medbatch.errors import ConfigError
 from medbatch.files import read_toml
@@ -134,45 +136,6 @@ class RunConfig(BaseModel):
         except ValueError as exc:  # a value pydantic let through (e.g. a URL's port)
             raise ConfigError(f"[runner] {self.runner.kind}: {exc}") from exc
         return runner
-
-
-def _first_error(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
-    """Every error of `exc` on one line; an unknown key gets a did-you-mean."""
-    parts = []
-    for error in exc.errors():
-        loc = error["loc"]
-        where = ".".join(str(item) for item in loc) or "value"
-        if error["type"] == "extra_forbidden" and model is not None:
-            known = _field_names(model, loc[:-1])
-            parts.append(f"unknown key {where!r}{_did_you_mean(str(loc[-1]), known)}")
-        else:
-            parts.append(f"{where}: {error['msg']}")
-    return "; ".join(parts)
-
-
-def _field_names(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
-    """The field names of the (nested) model at `loc`, or [] where it is not a model."""
-    current: Any = model
-    for part in loc:
-        field = current.model_fields.get(str(part)) if hasattr(current, "model_fields") else None
-        if field is None:
-            return []
-        current = field.annotation
-        # `X | None` fields: look inside for the model.
-        for arg in getattr(current, "__args__", ()):
-            if isinstance(arg, type) and issubclass(arg, BaseModel):
-                current = arg
-    return list(getattr(current, "model_fields", {}))
-
-
-def _did_you_mean(name: str, known: list[str]) -> str:
-    import difflib
-
-    if not known:
-        return ""
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"{hint}; known keys: {', '.join(sorted(known))}"
 
 
 def _check_dataset_keys(kind: str, dataset_cls: type[Dataset], options: dict[str, Any]) -> None:

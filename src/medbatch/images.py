@@ -28,7 +28,7 @@ import contextlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -38,7 +38,6 @@ from medbatch.errors import ImageLoadError
 from medbatch.records import ImageRef
 
 __all__ = [
-    "MODEL_IMAGE_SIZES",
     "ImageInfo",
     "ImageProblem",
     "check_pixels",
@@ -51,14 +50,27 @@ __all__ = [
     "to_data_url",
 ]
 
-MODEL_IMAGE_SIZES: dict[str, int] = {
-    # The vision encoder's input side in pixels. Gemma 3's SigLIP encoder sees 896×896
-    # (MedGemma inherits it); anything larger is shrunk by the processor anyway, so sending
-    # more only costs upload time and tokens-per-second.
-    "gemma-3": 896,
-    "medgemma": 896,
-    "paligemma": 896,
-}
+
+def __getattr__(name: str) -> Any:
+    # `MODEL_IMAGE_SIZES` moved into the model profiles (`ModelProfile.image_size`).
+    if name == "MODEL_IMAGE_SIZES":
+        import warnings
+
+        warnings.warn(
+            "medbatch.images.MODEL_IMAGE_SIZES is deprecated: the native image size is "
+            "ModelProfile.image_size (medbatch.profiles.profile_for(model_id).image_size)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from medbatch.profiles import GEMMA3, PALIGEMMA
+
+        return {
+            "gemma-3": GEMMA3.image_size,
+            "medgemma": GEMMA3.image_size,
+            "paligemma": PALIGEMMA.image_size,
+        }
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 ImageProblem = Literal["missing", "empty", "not_an_image", "truncated", "decompression_bomb"]
 
@@ -74,15 +86,16 @@ class _ImageProblemError(ImageLoadError):
 def native_size(model_id: str) -> int | None:
     """The vision encoder's input side for a model id, or None when unknown.
 
+    Reads the model's profile (`medbatch.profiles.profile_for(model_id).image_size`), the
+    one place that records it.
+
     Example:
         >>> native_size("google/medgemma-4b-it")
         896
     """
-    lowered = model_id.lower()
-    for family, side in MODEL_IMAGE_SIZES.items():
-        if family in lowered:
-            return side
-    return None
+    from medbatch.profiles import profile_for
+
+    return profile_for(model_id).image_size
 
 
 def _read(ref: ImageRef) -> bytes:

@@ -213,7 +213,7 @@ def classify(
                 f"runner {runner.name!r} cannot classify by likelihood (mode='score'): it "
                 "computes no exact label scores; use mode='choice' (constrained generation)"
             )
-    profile = profile or profile_for(runner.model_id)
+    profile = profile or runner.profile or profile_for(runner.model_id)
     task = _apply_profile(task, profile)
     if limit is not None:
         dataset = SubsetDataset(dataset, limit)

@@ -6,6 +6,7 @@ from functools import cached_property
 from typing import Any, Literal
 
 from medbatch.labels import LabelSet
+from medbatch.profiles import fold_system_messages
 from medbatch.prompts.base import PromptTemplate
 from medbatch.records import ChatMessage, ImagePart, Record, TextPart
 
@@ -87,14 +88,17 @@ class ChatPromptTemplate(PromptTemplate):
     def _fixed_parts(self) -> tuple[tuple[ChatMessage, ...], TextPart]:
         # The text is the same for every record: build its (frozen) parts once, so rendering
         # a record only adds its image.
-        user_text = self.user_text
-        leading: tuple[ChatMessage, ...] = ()
-        if self.system_text:
-            if self.fold_system:
-                user_text = f"{self.system_text}\n\n{user_text}"
-            else:
-                leading = (ChatMessage.text("system", self.system_text),)
-        return leading, TextPart(text=user_text)
+        text = TextPart(text=self.user_text)
+        if not self.system_text:
+            return (), text
+        leading = (ChatMessage.text("system", self.system_text),)
+        if not self.fold_system:
+            return leading, text
+        # The same fold every back-end uses (`medbatch.profiles`), applied once to the text.
+        (folded,) = fold_system_messages((*leading, ChatMessage(role="user", content=(text,))))
+        folded_text = folded.content[0]
+        assert isinstance(folded_text, TextPart)
+        return (), folded_text
 
     def render(self, record: Record) -> tuple[ChatMessage, ...]:
         """System message (unless folded), then the user text and the image."""

@@ -17,12 +17,15 @@ import logging
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from medbatch._validation import first_error
+from medbatch.errors import ConfigError
+from medbatch.profiles import ModelProfile
 from medbatch.records import InferenceRequest, InferenceResponse
 from medbatch.redaction import check_env_var_name
 
@@ -98,15 +101,28 @@ class BatchRunner(ABC):
     stream when `batch_size` is None) and may override `start`/`close` for engines and
     servers. Runners are context managers.
 
+    Settings: a runner's pydantic `<Runner>Config` (`config_class`) is the only list of its
+    settings. Every built-in runner is constructed as
+    `Runner(config: <Runner>Config | None = None, /, **overrides)`: the overrides are
+    fields of that config, validated by it (`_settings`), so an unknown key is a one-line
+    `ConfigError` with a did-you-mean, as in a `[runner]` table. Objects that are not
+    settings (an engine, a transport, a session, a clock, the model profile) are extra
+    keyword-only arguments. A runner whose model names itself may take the model as the
+    positional shorthand instead of a config (`TransformersRunner("google/medgemma-4b-it")`).
+
     Attributes:
         model_id: Identifies the model (and revision) in results and resume keys.
         batch_size: Requests per `_run_batch` call; None means all at once.
         capabilities: What the back-end supports.
+        profile: The model family's rules (see `medbatch.profiles`), or None.
     """
 
     model_id: str = "unknown"
     batch_size: int | None = 8
     capabilities: RunnerCapabilities = RunnerCapabilities()
+    profile: ModelProfile | None = None
+    """The model family's rules this runner applies, resolved once (`profile_for`) when the
+    runner knows its model; None: the pipeline resolves it from `model_id`."""
     name: ClassVar[str] = "runner"
     """Registry key of this runner kind (e.g. `transformers`)."""
     config_class: ClassVar[type[RunnerConfig] | None] = None
@@ -117,8 +133,48 @@ class BatchRunner(ABC):
 
     @classmethod
     def from_config(cls, config: RunnerConfig) -> Self:
-        """Build the runner from its settings object (used by the CLI and `RunConfig`)."""
+        """Build the runner from its settings object (used by the CLI and `RunConfig`).
+
+        The fields go in as keyword arguments, which every built-in runner validates back
+        into its config (see the class docs) and which a plug-in runner with a plain
+        keyword constructor also accepts.
+
+        Raises:
+            ConfigError: `config` is not this runner's `config_class`.
+        """
+        expected = cls.config_class
+        if expected is not None and not isinstance(config, expected):
+            raise ConfigError(
+                f"{cls.__name__} needs a {expected.__name__}, not {type(config).__name__}"
+            )
         return cls(**config.model_dump())
+
+    @classmethod
+    def _settings(cls, config: RunnerConfig | None, overrides: Mapping[str, Any]) -> Any:
+        """The validated `config_class` instance: `config` (or the defaults) plus `overrides`.
+
+        This is the one place that turns constructor arguments into settings, so
+        `Runner(config)`, `Runner(**fields)` and `Runner(config, **some_fields)` obey the
+        same rules as a `[runner]` table.
+
+        Raises:
+            ConfigError: An unknown key (with a did-you-mean) or an invalid value, on one line.
+        """
+        config_cls = cls.config_class
+        if config_cls is None:
+            raise ConfigError(f"{cls.__name__} has no config class")
+        if config is not None and not isinstance(config, config_cls):
+            raise ConfigError(
+                f"{cls.__name__} needs a {config_cls.__name__}, not {type(config).__name__}"
+            )
+        if config is not None and not overrides:
+            return config
+        values = config.model_dump() if config is not None else {}
+        values.update(overrides)
+        try:
+            return config_cls.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(f"{cls.__name__}: {first_error(exc, config_cls)}") from exc
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -54,6 +54,11 @@ Notes per server:
     - `structured_outputs="none"` sends no constraint: the pipeline then parses free text
       (and flags answers outside the labels).
 
+The module holds the runner and its settings; the wire format (bodies, response mapping)
+is `medbatch.openai_wire`, the retry policy `medbatch.runners._openai_retry`, the event-loop
+thread `medbatch.runners._event_loop`. `chat_completion_body`, `completion_to_response` and
+`render_messages` are re-exported here, where they used to live.
+
 Example:
     ```python
     runner = OpenAICompatibleRunner(base_url="http://127.0.0.1:8000/v1",
@@ -66,7 +71,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import email.utils
 import json
 import logging
 import os
@@ -74,41 +78,45 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
-from datetime import datetime, timezone
-from typing import Any, ClassVar, Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import Field
 from tenacity import (
     AsyncRetrying,
-    RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
     wait_exponential,
     wait_random,
 )
-from tenacity.wait import wait_base
 
-from medbatch.constraints import (
-    to_openai_response_format,
-    to_vllm_server_extra_body,
-    unwrap_json_choice,
+from medbatch.errors import ImageLoadError
+from medbatch.openai_wire import (
+    RETRY_STATUSES,
+    chat_completion_body,
+    chat_url,
+    completion_to_response,
+    has_logprobs,
+    has_message,
+    public_url,
+    render_messages,
+    retry_after,
+    status_may_pass_later,
 )
-from medbatch.errors import ConfigError, ImageLoadError
-from medbatch.images import native_size, to_data_url
-from medbatch.records import (
-    ChatMessage,
-    ImageRef,
-    InferenceRequest,
-    InferenceResponse,
-    LabelConstraint,
-    Usage,
-)
+from medbatch.profiles import ModelProfile, profile_for
+from medbatch.records import ChatMessage, InferenceRequest, InferenceResponse
 from medbatch.redaction import redact
+from medbatch.runners._event_loop import LoopThread
+from medbatch.runners._openai_retry import (
+    BackoffHonouringRetryAfter,
+    ConnectionBreaker,
+    FatalError,
+    RetryableError,
+    ServerDownError,
+    log_retry,
+)
 from medbatch.runners.base import BatchRunner, RunnerCapabilities, RunnerConfig
-from medbatch.scoring import label_scores_from_top_logprobs
 
 __all__ = [
     "OpenAICompatibleRunner",
@@ -120,10 +128,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-# 408/409/425/429 and every 5xx may succeed later; other 4xx will fail the same way again.
-_RETRY_STATUSES = frozenset({408, 409, 425, 429})
 _REASON_CHARS = 200
 _DATA_URL_TEXT = re.compile(r"data:[\w/+.-]+;base64,[A-Za-z0-9+/=]+")
 
@@ -202,112 +206,6 @@ class OpenAICompatibleRunnerConfig(RunnerConfig):
     )
 
 
-class _RetryableError(Exception):
-    """One attempt failed in a way that may succeed later."""
-
-    def __init__(
-        self, reason: str, *, status: int | None = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-        self.retry_after = retry_after
-
-
-class _FatalError(Exception):
-    """The server refused the request; sending it again will not help."""
-
-    def __init__(self, reason: str, *, status: int) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-
-
-class _ServerDownError(Exception):
-    """The server stopped answering (see `_ConnectionBreaker`): the record is not sent."""
-
-
-class _ConnectionBreaker:
-    """Counts attempts in a row that got no HTTP answer; at `limit` the server is down.
-
-    Only the runner's event loop touches it, so it needs no lock. Any HTTP answer (even a
-    429 or a 500: the server is alive) resets the count.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.failures = 0
-        self.open = False
-
-    def reset(self) -> None:
-        self.failures = 0
-        self.open = False
-
-    def answered(self) -> None:
-        self.failures = 0
-
-    def failed(self) -> bool:
-        """Count one more failure; True when this one opens the breaker."""
-        self.failures += 1
-        if self.limit and not self.open and self.failures >= self.limit:
-            self.open = True
-            return True
-        return False
-
-
-class _BackoffHonouringRetryAfter(wait_base):
-    """Exponential backoff with jitter, unless the server said how long (`Retry-After`)."""
-
-    def __init__(self, fallback: wait_base, cap_s: float) -> None:
-        self.fallback = fallback
-        self.cap_s = cap_s
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        outcome = retry_state.outcome
-        error = outcome.exception() if outcome is not None else None
-        if isinstance(error, _RetryableError) and error.retry_after is not None:
-            return max(0.0, min(error.retry_after, self.cap_s))
-        return float(self.fallback(retry_state))
-
-
-class _LoopThread:
-    """An event loop of our own in a daemon thread (a notebook's loop may be running)."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._serve, name="medbatch-openai-loop", daemon=True
-        )
-        self._thread.start()
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
-
-    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return self.submit(coroutine).result()
-
-    def close(self) -> None:
-        if self.loop.is_closed():
-            return
-        self.call(self._drain())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join()
-        self.loop.close()
-
-    async def _drain(self) -> None:
-        current = asyncio.current_task()
-        pending = [task for task in asyncio.all_tasks() if task is not current]
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        await self.loop.shutdown_asyncgens()
-        await self.loop.shutdown_default_executor()
-
-
 _DONE = object()
 
 
@@ -315,11 +213,15 @@ class OpenAICompatibleRunner(BatchRunner):
     """Classify through an OpenAI-compatible chat-completions server (see module docs).
 
     Args:
+        config: The settings; None: the defaults plus `overrides`.
         transport: An httpx transport to use instead of the network (e.g.
             `httpx.MockTransport(handler)` in tests).
         sleep: The coroutine function waited on between retries (a seam for tests;
             default `asyncio.sleep`).
-        **settings: Fields of `OpenAICompatibleRunnerConfig`.
+        profile: The model family's rules (the native image size images are shrunk to);
+            default `profile_for(model)`.
+        **overrides: Fields of `OpenAICompatibleRunnerConfig`, validated by it (e.g.
+            `base_url=..., model=...`).
 
     Example:
         ```python
@@ -334,12 +236,15 @@ class OpenAICompatibleRunner(BatchRunner):
 
     def __init__(
         self,
+        config: OpenAICompatibleRunnerConfig | None = None,
+        /,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
-        **settings: Any,
+        profile: ModelProfile | None = None,
+        **overrides: Any,
     ) -> None:
-        self.config = OpenAICompatibleRunnerConfig(**settings)
+        self.config: OpenAICompatibleRunnerConfig = self._settings(config, overrides)
         cfg = self.config
         self.model_id = cfg.model
         self.batch_size = cfg.batch_size or 4 * cfg.concurrency
@@ -350,24 +255,20 @@ class OpenAICompatibleRunner(BatchRunner):
             image_inputs=frozenset({"bytes", "url"}),
             expensive=True,
         )
-        self.url = _chat_url(cfg.base_url)
+        self.url = chat_url(cfg.base_url)
         side = cfg.max_image_side
-        self._max_side = native_size(cfg.model) if side is None else (side or None)
+        self.profile: ModelProfile = profile or profile_for(cfg.model)
+        self._max_side = self.profile.image_size if side is None else (side or None)
         self._transport = transport
         self._sleep = sleep or asyncio.sleep
-        self._loop: _LoopThread | None = None
+        self._loop: LoopThread | None = None
         self._clients: list[httpx.AsyncClient] = []
         self._idle: list[httpx.AsyncClient] = []
         self._semaphore: asyncio.Semaphore | None = None
         self._secret: str | None = None
         self._start_lock = threading.Lock()
-        self._breaker = _ConnectionBreaker(cfg.max_connection_failures)
+        self._breaker = ConnectionBreaker(cfg.max_connection_failures)
         self._warned_no_logprobs = False
-
-    @classmethod
-    def from_config(cls, config: RunnerConfig) -> OpenAICompatibleRunner:
-        """Build from an `OpenAICompatibleRunnerConfig`."""
-        return cls(**config.model_dump())
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -383,7 +284,7 @@ class OpenAICompatibleRunner(BatchRunner):
                     "$%s is not set: requests carry no API key (fine for local servers)",
                     cfg.api_key_env,
                 )
-            self._loop = _LoopThread()
+            self._loop = LoopThread()
             self._loop.call(self._open())
 
     async def _open(self) -> None:
@@ -432,7 +333,7 @@ class OpenAICompatibleRunner(BatchRunner):
         cfg = self.config
         return {
             **super().describe(),
-            "base_url": _public_url(cfg.base_url),
+            "base_url": public_url(cfg.base_url),
             "structured_outputs": cfg.structured_outputs,
             "concurrency": cfg.concurrency,
             "timeout_s": cfg.timeout_s,
@@ -500,16 +401,16 @@ class OpenAICompatibleRunner(BatchRunner):
             started = time.perf_counter()
             try:
                 payload, attempts = await self._post(client, record_id, body)
-            except _FatalError as exc:
+            except FatalError as exc:
                 return InferenceResponse.failure(
                     record_id,
                     "request_failed",
                     exc.reason,
-                    retryable=exc.status not in (400, 413, 422),
+                    retryable=status_may_pass_later(exc.status),
                     latency_s=time.perf_counter() - started,
                     metadata={"status": exc.status},
                 )
-            except _RetryableError as exc:
+            except RetryableError as exc:
                 return InferenceResponse.failure(
                     record_id,
                     "request_failed",
@@ -517,7 +418,7 @@ class OpenAICompatibleRunner(BatchRunner):
                     latency_s=time.perf_counter() - started,
                     metadata={"status": exc.status} if exc.status else {},
                 )
-            except _ServerDownError as exc:
+            except ServerDownError as exc:
                 return InferenceResponse.failure(
                     record_id,
                     "request_failed",
@@ -529,7 +430,7 @@ class OpenAICompatibleRunner(BatchRunner):
                 self._idle.append(client)
             latency = time.perf_counter() - started
         response = self._response(request, payload, latency, attempts)
-        if body.get("logprobs") and not _has_logprobs(payload):
+        if body.get("logprobs") and not has_logprobs(payload):
             self._no_logprobs(record_id)
             response = response.model_copy(
                 update={"metadata": {**response.metadata, "logprobs_missing": True}}
@@ -544,7 +445,7 @@ class OpenAICompatibleRunner(BatchRunner):
             logger.warning(
                 "%s returned no logprobs although they were asked for (record %s): this "
                 "server does not support them, so label_scores stay empty",
-                _public_url(self.config.base_url),
+                public_url(self.config.base_url),
                 record_id,
             )
 
@@ -558,42 +459,42 @@ class OpenAICompatibleRunner(BatchRunner):
         cfg = self.config
         retrying = AsyncRetrying(
             stop=stop_after_attempt(cfg.max_retries + 1),
-            wait=_BackoffHonouringRetryAfter(
+            wait=BackoffHonouringRetryAfter(
                 wait_exponential(multiplier=cfg.backoff_initial_s, max=cfg.backoff_max_s)
                 + wait_random(0, cfg.jitter_s),
                 cap_s=cfg.retry_after_max_s,
             ),
-            retry=retry_if_exception_type(_RetryableError),
+            retry=retry_if_exception_type(RetryableError),
             sleep=self._sleep,
-            before_sleep=lambda state: _log_retry(record_id, state, cfg.max_retries + 1),
+            before_sleep=lambda state: log_retry(record_id, state, cfg.max_retries + 1),
             reraise=True,
         )
         async for attempt in retrying:
             with attempt:
                 if self._breaker.open:
-                    raise _ServerDownError(self._down_message())
+                    raise ServerDownError(self._down_message())
                 payload = await self._post_once(client, body)
             attempts = attempt.retry_state.attempt_number
         return payload, attempts
 
     def _down_message(self) -> str:
         return (
-            f"not sent: {_public_url(self.config.base_url)} gave no answer to "
+            f"not sent: {public_url(self.config.base_url)} gave no answer to "
             f"{self._breaker.limit} attempts in a row (server down or hung); run again with "
             "retry_failed once it is back"
         )
 
-    def _no_answer(self, reason: str) -> _RetryableError:
+    def _no_answer(self, reason: str) -> RetryableError:
         if self._breaker.failed():
             logger.warning(
                 "%s gave no answer to %d attempts in a row (down or hung; last: %s): the "
                 "remaining records of this run fail without being sent. Run again with "
                 "retry_failed once it is back",
-                _public_url(self.config.base_url),
+                public_url(self.config.base_url),
                 self._breaker.limit,
                 reason,
             )
-        return _RetryableError(reason)
+        return RetryableError(reason)
 
     async def _post_once(self, client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
         timeout = self.config.timeout_s
@@ -612,19 +513,19 @@ class OpenAICompatibleRunner(BatchRunner):
         self._breaker.answered()
         status = response.status_code
         if status >= 400:
-            reason = f"HTTP {status} from {_public_url(self.config.base_url)}: "
+            reason = f"HTTP {status} from {public_url(self.config.base_url)}: "
             reason += self._short_reason(response)
-            if status in _RETRY_STATUSES or status >= 500:
-                raise _RetryableError(reason, status=status, retry_after=_retry_after(response))
+            if status in RETRY_STATUSES or status >= 500:
+                raise RetryableError(reason, status=status, retry_after=retry_after(response))
             if status in (401, 403) and self.config.api_key_env:
                 reason += f" (check the key in ${self.config.api_key_env})"
-            raise _FatalError(reason, status=status)
+            raise FatalError(reason, status=status)
         try:
             payload = response.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise _RetryableError(f"HTTP {status} with a body that is not JSON") from exc
-        if not _has_message(payload):
-            raise _RetryableError(f"HTTP {status} with no choices[0].message in the body")
+            raise RetryableError(f"HTTP {status} with a body that is not JSON") from exc
+        if not has_message(payload):
+            raise RetryableError(f"HTTP {status} with no choices[0].message in the body")
         assert isinstance(payload, dict)
         return payload
 
@@ -656,247 +557,3 @@ class OpenAICompatibleRunner(BatchRunner):
             latency_s=latency,
             metadata={"attempts": attempts},
         )
-
-
-def render_messages(
-    messages: Sequence[ChatMessage], *, max_side: int | None = None
-) -> list[dict[str, Any]]:
-    """OpenAI chat messages with every image as a base64 data URL (http URLs pass through).
-
-    Raises:
-        ImageLoadError: An image cannot be read or decoded.
-    """
-
-    def image_url(ref: ImageRef) -> str:
-        return to_data_url(ref, max_side=max_side)
-
-    return [message.to_openai(image_url=image_url) for message in messages]
-
-
-def chat_completion_body(
-    request: InferenceRequest,
-    config: OpenAICompatibleRunnerConfig,
-    *,
-    messages: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """The JSON body of `POST /v1/chat/completions` for one request.
-
-    Args:
-        request: The request.
-        config: Model, constraint style, log-prob and extra-body settings.
-        messages: Already rendered messages; None renders them here (images encoded with
-            the config's `max_image_side`, or the model's native size).
-
-    Raises:
-        ImageLoadError: An image cannot be read (only when `messages` is None).
-    """
-    if messages is None:
-        side = config.max_image_side
-        max_side = native_size(config.model) if side is None else (side or None)
-        messages = render_messages(request.messages, max_side=max_side)
-    params = request.params
-    body: dict[str, Any] = {
-        "model": config.model,
-        "messages": messages,
-        "temperature": params.temperature,
-        "top_p": params.top_p,
-        config.max_tokens_field: params.max_tokens,
-    }
-    if params.seed is not None:
-        body["seed"] = params.seed
-    if params.stop:
-        body["stop"] = list(params.stop)
-    if params.logprobs or config.logprobs:
-        body["logprobs"] = True
-        if config.top_logprobs:
-            body["top_logprobs"] = config.top_logprobs
-    if request.constraint is not None:
-        if config.structured_outputs == "response_format":
-            body["response_format"] = to_openai_response_format(request.constraint)
-        elif config.structured_outputs == "vllm":
-            body.update(to_vllm_server_extra_body(request.constraint))
-    body.update(config.extra_body)
-    return body
-
-
-def completion_to_response(
-    record_id: str,
-    payload: Any,
-    *,
-    constraint: LabelConstraint | None = None,
-    structured_outputs: Literal["response_format", "vllm", "none"] = "response_format",
-    latency_s: float | None = None,
-    metadata: dict[str, Any] | None = None,
-) -> InferenceResponse:
-    """Map a chat-completion JSON body onto an `InferenceResponse`.
-
-    Text, finish reason and usage are copied; a refusal becomes the text (flagged in
-    metadata); in choice mode over `response_format`, `{"label": "X"}` becomes `X` (the raw
-    JSON is kept in metadata); label scores come from `logprobs` when a constraint names the
-    labels. A body without `choices[0].message` becomes a `request_failed` error.
-    """
-    metadata = dict(metadata or {})
-    if not _has_message(payload):
-        return InferenceResponse.failure(
-            record_id,
-            "request_failed",
-            "the answer has no choices[0].message",
-            latency_s=latency_s,
-            metadata=metadata,
-        )
-    choice = payload["choices"][0]
-    message = choice["message"]
-    text = _message_text(message.get("content"))
-    if isinstance(payload.get("model"), str):
-        metadata["served_model"] = payload["model"]
-    if text is None and message.get("refusal"):
-        text = str(message["refusal"])
-        metadata["refusal"] = True
-    if (
-        isinstance(text, str)
-        and constraint is not None
-        and constraint.mode == "choice"
-        and structured_outputs == "response_format"
-    ):
-        text = _unwrap_choice(text, constraint, metadata)
-    label_scores = None
-    logprobs = choice.get("logprobs")
-    content = logprobs.get("content") if isinstance(logprobs, dict) else None
-    if constraint is not None and isinstance(content, list) and content:
-        try:
-            label_scores = label_scores_from_top_logprobs(content, constraint.labels)
-        except (KeyError, TypeError, ValueError) as exc:
-            logger.debug("record %s: unusable logprobs (%s)", record_id, exc)
-    finish_reason = choice.get("finish_reason")
-    return InferenceResponse(
-        record_id=record_id,
-        text=text if isinstance(text, str) else None,
-        finish_reason=finish_reason if isinstance(finish_reason, str) else None,
-        usage=_usage(payload.get("usage")),
-        label_scores=label_scores,
-        latency_s=latency_s,
-        metadata=metadata,
-    )
-
-
-def _message_text(content: Any) -> Any:
-    """The answer text; a list of content parts (some servers send one) has its text joined."""
-    if not isinstance(content, list):
-        return content
-    texts = [
-        part["text"]
-        for part in content
-        if isinstance(part, dict)
-        and part.get("type") == "text"
-        and isinstance(part.get("text"), str)
-    ]
-    return "".join(texts) if texts else None
-
-
-def _has_logprobs(payload: dict[str, Any]) -> bool:
-    logprobs = payload["choices"][0].get("logprobs")
-    return isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list)
-
-
-def _chat_url(base_url: str) -> str:
-    """`…/v1` → `…/v1/chat/completions`; a bare host gets `/v1/chat/completions`."""
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(
-            f"base_url {_public_url(base_url)!r} is not an http(s) URL; use e.g. "
-            "http://127.0.0.1:8000/v1"
-        )
-    try:
-        parts.port  # noqa: B018 - urllib checks the port's range only when it is read
-    except ValueError as exc:
-        raise ConfigError(
-            f"base_url {parts.hostname}: {exc}; use e.g. http://127.0.0.1:8000/v1"
-        ) from None
-    path = parts.path.rstrip("/")
-    if path.endswith("/chat/completions"):
-        pass
-    elif not path:
-        path = "/v1/chat/completions"
-    else:
-        path += "/chat/completions"
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
-
-
-def _public_url(url: str) -> str:
-    """The URL without user info or query string (either may carry a key)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port: int | str | None
-    try:
-        port = parts.port
-    except ValueError:  # out of range: shown as written, it is not a secret
-        port = parts.netloc.rpartition(":")[2]
-    if port is not None:
-        host = f"{host}:{port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds from `retry-after-ms` (OpenAI) or `Retry-After` (seconds or HTTP date)."""
-    milliseconds = response.headers.get("retry-after-ms")
-    if milliseconds is not None:
-        try:
-            return float(milliseconds) / 1000.0
-        except ValueError:
-            pass
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-def _has_message(payload: Any) -> bool:
-    if not isinstance(payload, dict):
-        return False
-    choices = payload.get("choices")
-    return (
-        isinstance(choices, list)
-        and bool(choices)
-        and isinstance(choices[0], dict)
-        and isinstance(choices[0].get("message"), dict)
-    )
-
-
-def _unwrap_choice(text: str, constraint: LabelConstraint, metadata: dict[str, Any]) -> str:
-    # One copy of the unwrapping, shared with the Snowflake runner.
-    return unwrap_json_choice(text, constraint, metadata)
-
-
-def _usage(raw: Any) -> Usage | None:
-    if not isinstance(raw, dict):
-        return None
-    prompt = raw.get("prompt_tokens")
-    completion = raw.get("completion_tokens")
-    return Usage(
-        prompt_tokens=prompt if isinstance(prompt, int) else None,
-        completion_tokens=completion if isinstance(completion, int) else None,
-    )
-
-
-def _log_retry(record_id: str, state: RetryCallState, max_attempts: int) -> None:
-    outcome = state.outcome
-    error = outcome.exception() if outcome is not None else None
-    wait = state.next_action.sleep if state.next_action is not None else 0.0
-    logger.info(
-        "record %s: %s; retrying in %.2f s (attempt %d of %d)",
-        record_id,
-        error,
-        wait,
-        state.attempt_number + 1,
-        max_attempts,
-    )

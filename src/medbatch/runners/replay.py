@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from pydantic import Field, ValidationError
 
@@ -18,6 +18,9 @@ from medbatch.records import InferenceRequest, InferenceResponse
 from medbatch.runners.base import BatchRunner, RunnerCapabilities, RunnerConfig
 
 __all__ = ["ReplayRunner", "ReplayRunnerConfig", "read_recorded_responses"]
+
+
+_Recordings: TypeAlias = str | Path | Iterable[InferenceResponse] | Mapping[str, str]
 
 
 class ReplayRunnerConfig(RunnerConfig):
@@ -52,8 +55,10 @@ class ReplayRunner(BatchRunner):
     """Answers each request with the recorded response of the same record id.
 
     Args:
-        responses: A JSONL path, or responses (or `{record_id: text}`) in memory.
-        model_id: The model the recordings came from.
+        responses: A `ReplayRunnerConfig`, a JSONL path, or responses (or
+            `{record_id: text}`) in memory. Recordings in memory are not settings, so this
+            runner takes them in place of a config.
+        model_id: The model the recordings came from (default `replay`).
 
     Ids without a recording are answered with `RecordError(kind="missing_recording")`.
     """
@@ -67,11 +72,21 @@ class ReplayRunner(BatchRunner):
 
     def __init__(
         self,
-        responses: str | Path | Iterable[InferenceResponse] | Mapping[str, str],
+        responses: ReplayRunnerConfig
+        | str
+        | Path
+        | Iterable[InferenceResponse]
+        | Mapping[str, str],
+        /,
         *,
-        model_id: str = "replay",
+        model_id: str | None = None,
     ) -> None:
-        self.model_id = model_id
+        if isinstance(responses, ReplayRunnerConfig):
+            config = responses
+            if model_id is not None:
+                config = self._settings(config, {"model_id": model_id})
+            responses, model_id = config.path, config.model_id
+        self.model_id = model_id or "replay"
         self._responses: dict[str, InferenceResponse] = {}
         items: Iterable[InferenceResponse]
         if isinstance(responses, (str, Path)):
@@ -88,9 +103,10 @@ class ReplayRunner(BatchRunner):
 
     @classmethod
     def from_config(cls, config: RunnerConfig) -> ReplayRunner:
-        """Build from a `ReplayRunnerConfig`."""
-        assert isinstance(config, ReplayRunnerConfig)
-        return cls(config.path, model_id=config.model_id)
+        """Build from a `ReplayRunnerConfig` (its `path` is the recorded responses)."""
+        if not isinstance(config, ReplayRunnerConfig):
+            return super().from_config(config)  # raises the one-line ConfigError
+        return cls(config)
 
     def describe(self) -> dict[str, Any]:
         """Runner facts for the manifest."""

@@ -18,27 +18,25 @@ resume: state has a job id ─▶ re-attach
 Each job gets its own output folder: `OVERWRITE` empties the folder it is given (1.x in
 the client, 2.x in the server's preflight), so a shared folder would let one job delete
 another run's results. Works with the releases `medbatch.snowflake.api.SUPPORTED_RELEASES`
-names (see `medbatch.snowflake.api`).
+names (see `medbatch.snowflake.api`). The input rows are built in `medbatch.snowflake.inputs`,
+the wait for a job's end in `medbatch.snowflake.jobs`; this module submits and re-attaches.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import importlib
-import json
 import logging
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from medbatch.constraints import unwrap_json_choice
-from medbatch.records import ImageRef, InferenceRequest, InferenceResponse, LabelConstraint
+from medbatch.records import InferenceRequest, InferenceResponse, LabelConstraint
 from medbatch.runners.base import BatchRunner, RunnerCapabilities, RunnerConfig
 from medbatch.snowflake import SnowflakeJobError
 from medbatch.snowflake.api import (
@@ -55,21 +53,24 @@ from medbatch.snowflake.identifiers import (
     validate_identifier,
     validate_unquoted_stage_path,
 )
-from medbatch.snowflake.results import RECORD_ID_COLUMN, read_results
+from medbatch.snowflake.inputs import MESSAGES_COLUMN, input_frame
+from medbatch.snowflake.jobs import (
+    ALREADY_EXISTS_CODE,
+    NOT_FOUND_CODE,
+    TERMINAL_STATUSES,
+    fail_all,
+    wait_for_job,
+)
+from medbatch.snowflake.results import read_results
 from medbatch.snowflake.session import get_session
 from medbatch.snowflake.stage import StageUploader
 
 __all__ = ["SnowflakeBatchRunner", "SnowflakeBatchRunnerConfig"]
 
-logger = logging.getLogger(__name__)
+# Kept importable from here, where they used to live.
+_MOVED = (ALREADY_EXISTS_CODE, MESSAGES_COLUMN, NOT_FOUND_CODE, TERMINAL_STATUSES)
 
-MESSAGES_COLUMN = "MESSAGES"
-TERMINAL_STATUSES = frozenset({"DONE", "FAILED", "CANCELLED", "INTERNAL_ERROR", "DELETED"})
-NOT_FOUND_CODE = 2003
-"""`sql_error_code` of `SnowparkSQLException` when an object does not exist (what the
-real `snowflake.ml.jobs.get_job` raises for an unknown job)."""
-ALREADY_EXISTS_CODE = 2002
-"""`sql_error_code` of `SnowparkSQLException` when an object of that name already exists."""
+logger = logging.getLogger(__name__)
 
 
 def _response_format(constraint: LabelConstraint) -> dict[str, Any]:
@@ -174,13 +175,14 @@ class SnowflakeBatchRunner(BatchRunner):
     """Classify with a model from the Snowflake Model Registry via `run_batch`.
 
     Args:
+        config: The settings; None: the defaults plus `overrides`.
         session: A Snowpark session to use (else built from `connection_name`/env/notebook).
         model_version: A `ModelVersion` to use (else looked up in the registry at `start`).
         specs: Spec classes to build the call with (default: the installed package's).
         job_getter: `(job_id, session) -> job` for re-attaching (default
             `snowflake.ml.jobs.get_job`).
         sleep, clock: Time functions (seams for tests).
-        **settings: Fields of `SnowflakeBatchRunnerConfig`.
+        **overrides: Fields of `SnowflakeBatchRunnerConfig`, validated by it.
 
     Raises:
         SnowflakeIdentifierError: A name is not a plain identifier (before any SQL runs).
@@ -206,6 +208,8 @@ class SnowflakeBatchRunner(BatchRunner):
 
     def __init__(
         self,
+        config: SnowflakeBatchRunnerConfig | None = None,
+        /,
         *,
         session: Any | None = None,
         model_version: Any | None = None,
@@ -213,9 +217,9 @@ class SnowflakeBatchRunner(BatchRunner):
         job_getter: Callable[[str, Any], Any] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
-        **settings: Any,
+        **overrides: Any,
     ) -> None:
-        self.config = SnowflakeBatchRunnerConfig(**settings)
+        self.config: SnowflakeBatchRunnerConfig = self._settings(config, overrides)
         cfg = self.config
         for value, what in (
             (cfg.database, "database"),
@@ -245,11 +249,6 @@ class SnowflakeBatchRunner(BatchRunner):
         self._clock = clock
         self._api: ApiVersion | None = None
         self._jobs: dict[str, dict[str, Any]] = {}
-
-    @classmethod
-    def from_config(cls, config: RunnerConfig) -> SnowflakeBatchRunner:
-        """Build from a `SnowflakeBatchRunnerConfig`."""
-        return cls(**config.model_dump())
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -359,9 +358,21 @@ class SnowflakeBatchRunner(BatchRunner):
         ids = [r.record_id for r in requests]
         status = entry.get("status")
         if status not in TERMINAL_STATUSES:
-            status = self._wait(job, entry, len(ids))
+            cfg = self.config
+            status = wait_for_job(
+                job,
+                entry,
+                len(ids),
+                poll_interval_s=cfg.poll_interval_s,
+                timeout_s=cfg.timeout_s,
+                detach_on_interrupt=cfg.detach_on_interrupt,
+                progress=cfg.progress,
+                clock=self._clock,
+                sleep=self._sleep,
+                on_change=self._notify_state,
+            )
         if status != "DONE":
-            yield from self._fail_all(job, entry, ids, status)
+            yield from fail_all(job, entry, ids, status, log_tail_lines=self.config.log_tail_lines)
             return
         # Choice mode went out as a `{"label": enum}` JSON schema (response_format has no
         # choice type): read `{"label": "X"}` back as `X`, as the OpenAI runner does.
@@ -436,7 +447,14 @@ class SnowflakeBatchRunner(BatchRunner):
         if first.constraint is not None:
             response_format = _response_format(first.constraint)
         plan = plan_params(first.params, signature, response_format=response_format)
-        frame = self._input_frame(requests, key)
+        frame = input_frame(
+            self.session,
+            requests,
+            key=key,
+            image_location=self.image_location,
+            upload_parallel=cfg.upload_parallel,
+            chunk_rows=cfg.chunk_rows,
+        )
         if job_name is None:
             job_name = f"MEDBATCH_{key.upper()}_{uuid.uuid4().hex[:8].upper()}"
         # One output base per job: OVERWRITE empties the base it is given (1.x client-side,
@@ -506,133 +524,3 @@ class SnowflakeBatchRunner(BatchRunner):
             return self._lookup_job(job_id)
         except Exception as exc:
             raise SnowflakeJobError(f"cannot re-attach to Snowflake job {job_id}: {exc}") from exc
-
-    # -- input rows ------------------------------------------------------------------------
-
-    def _input_frame(self, requests: Sequence[InferenceRequest], key: str) -> Any:
-        local = sorted({image.path for r in requests for image in r.images if image.path})
-        uploaded: dict[Path, str] = {}
-        if local:
-            uploader = StageUploader(
-                self.session, self.image_location, parallel=self.config.upload_parallel
-            )
-            uploaded = uploader.upload((path, "") for path in local).stage_paths
-
-        def image_url(ref: ImageRef) -> str:
-            if ref.stage_path is not None:
-                return ref.stage_path
-            if ref.url is not None:
-                return ref.url
-            if ref.path is not None:
-                return uploaded[ref.path]
-            encoded = base64.b64encode(ref.read_bytes()).decode()
-            return f"data:{ref.resolved_media_type};base64,{encoded}"
-
-        schema = [RECORD_ID_COLUMN, MESSAGES_COLUMN]
-        rows = (
-            (r.record_id, json.dumps([m.to_openai(image_url=image_url) for m in r.messages]))
-            for r in requests
-        )
-        return self._dataframe(rows, schema, len(requests), key)
-
-    def _dataframe(
-        self, rows: Iterable[tuple[Any, ...]], schema: list[str], n: int, key: str
-    ) -> Any:
-        size = self.config.chunk_rows
-        if n <= size:
-            return self.session.create_dataframe(list(rows), schema=schema)
-        # 100k+ rows: append chunks to a temporary table so no single statement (or local
-        # list) has to hold every prompt at once.
-        table = f"MEDBATCH_INPUT_{key.upper()}"
-        chunk: list[tuple[Any, ...]] = []
-        first = True
-        for row in rows:
-            chunk.append(row)
-            if len(chunk) == size:
-                self._append(chunk, schema, table, first)
-                chunk, first = [], False
-        if chunk:
-            self._append(chunk, schema, table, first)
-        return self.session.table(table)
-
-    def _append(
-        self, chunk: list[tuple[Any, ...]], schema: list[str], table: str, first: bool
-    ) -> None:
-        frame = self.session.create_dataframe(chunk, schema=schema)
-        frame.write.save_as_table(
-            table, mode="overwrite" if first else "append", table_type="temporary"
-        )
-
-    # -- waiting ---------------------------------------------------------------------------
-
-    def _wait(self, job: Any, entry: dict[str, Any], n_records: int) -> str:
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        cfg = self.config
-        started = self._clock()
-        name = entry["job_name"]
-        progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            transient=True,
-            disable=not cfg.progress,
-        )
-        try:
-            with progress:
-                task = progress.add_task(f"Snowflake job {name}: submitted", total=None)
-                while True:
-                    try:
-                        status = str(job.status)
-                    except Exception as exc:
-                        raise SnowflakeJobError(
-                            f"lost track of Snowflake job {name} ({type(exc).__name__}: {exc}); "
-                            "it keeps running: resume the run to re-attach to it"
-                        ) from exc
-                    progress.update(
-                        task, description=f"Snowflake job {name}: {status} ({n_records} records)"
-                    )
-                    if status != entry.get("status"):
-                        logger.info("Snowflake job %s: %s", name, status)
-                        entry["status"] = status
-                        self._notify_state()
-                    if status in TERMINAL_STATUSES:
-                        return status
-                    if cfg.timeout_s is not None and self._clock() - started > cfg.timeout_s:
-                        self._cancel(job, name, f"timeout after {cfg.timeout_s:.0f}s")
-                        entry["status"] = "TIMEOUT"
-                        self._notify_state()
-                        return "TIMEOUT"
-                    self._sleep(cfg.poll_interval_s)
-        except KeyboardInterrupt:
-            if cfg.detach_on_interrupt:
-                logger.warning("left Snowflake job %s running; resume to re-attach", name)
-            else:
-                self._cancel(job, name, "interrupted")
-                entry["status"] = "CANCELLED"
-                self._notify_state()
-            raise
-
-    def _cancel(self, job: Any, name: str, why: str) -> None:
-        logger.warning("cancelling Snowflake job %s (%s)", name, why)
-        try:
-            job.cancel()
-        except Exception as exc:
-            logger.error("could not cancel Snowflake job %s: %s; cancel it by hand", name, exc)
-
-    def _fail_all(
-        self, job: Any, entry: dict[str, Any], ids: Sequence[str], status: str
-    ) -> Iterator[InferenceResponse]:
-        name = entry["job_name"]
-        try:
-            logs = str(job.get_logs(limit=self.config.log_tail_lines))
-        except Exception as exc:
-            logs = f"(logs unavailable: {type(exc).__name__}: {exc})"
-        tail = "\n".join(logs.splitlines()[-self.config.log_tail_lines :])
-        logger.error("Snowflake job %s ended %s; last log lines:\n%s", name, status, tail)
-        message = f"Snowflake job {name} ended {status}. Last log lines:\n{tail[-4000:]}"
-        kind = "timeout" if status == "TIMEOUT" else "job_failed"
-        for record_id in ids:
-            yield InferenceResponse.failure(
-                record_id, kind, message, metadata={"snowflake_job": name}
-            )

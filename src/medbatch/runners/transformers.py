@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -34,8 +35,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from medbatch.errors import ConfigError, ImageLoadError
-from medbatch.profiles import GENERIC, ModelProfile
+from medbatch.errors import ImageLoadError
+from medbatch.profiles import GENERIC, ModelProfile, profile_for
 from medbatch.records import (
     GenerationParams,
     InferenceRequest,
@@ -96,6 +97,16 @@ def __getattr__(name: str) -> Any:
         )
         return decoding.score_prepared
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _local_model_type(model: str) -> str | None:
+    """`model_type` from a local model folder's `config.json`, or None (hub names too)."""
+    config = Path(model) / "config.json"
+    try:
+        value = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 class TransformersRunnerConfig(RunnerConfig):
@@ -177,18 +188,12 @@ class TransformersRunner(BatchRunner):
       LLaVA-NeXT) batch together: crops are zero-padded as the processor pads them.
 
     Args:
-        model: Hub name or local folder (e.g. `medbatch.testing.tiny_vlm(...)`).
-        revision: See `TransformersRunnerConfig`.
-        device: See `TransformersRunnerConfig`.
-        dtype: See `TransformersRunnerConfig`.
-        allow_fp16: See `TransformersRunnerConfig`.
-        batch_size: See `TransformersRunnerConfig`.
-        num_image_workers: See `TransformersRunnerConfig`.
-        max_image_side: See `TransformersRunnerConfig`.
-        pan_and_scan: See `TransformersRunnerConfig`.
-        score_labels: See `TransformersRunnerConfig`.
-        trust_remote_code: See `TransformersRunnerConfig`.
-        attn_implementation: See `TransformersRunnerConfig`.
+        config: The settings, or the shorthand: a hub name or local folder as the model
+            (e.g. `medbatch.testing.tiny_vlm(...)`); None: `overrides` give the model.
+        profile: The model family's rules (system role, dtype refusals); default
+            `profile_for` of the model id and a local folder's `model_type`.
+        **overrides: Fields of `TransformersRunnerConfig`, validated by it (`device`,
+            `dtype`, `batch_size`, ...).
 
     Raises:
         MissingDependencyError: torch or transformers is not installed (on `start`).
@@ -199,7 +204,8 @@ class TransformersRunner(BatchRunner):
     name: ClassVar[str] = "transformers"
     config_class: ClassVar[type[RunnerConfig] | None] = TransformersRunnerConfig
     profile: ModelProfile = GENERIC
-    """The model family's rules, known once the model's config is read in `start()`."""
+    """The model family's rules, resolved at construction from the model id (and a local
+    folder's `model_type`) unless one was given."""
     capabilities = RunnerCapabilities(
         batching=True,
         constrained_decoding=True,
@@ -210,37 +216,27 @@ class TransformersRunner(BatchRunner):
 
     def __init__(
         self,
-        model: str | Path,
+        config: TransformersRunnerConfig | str | Path | None = None,
+        /,
         *,
-        revision: str | None = None,
-        device: Literal["auto", "cpu", "cuda"] = "auto",
-        dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto",
-        allow_fp16: bool = False,
-        batch_size: int = 8,
-        num_image_workers: int = 4,
-        max_image_side: int | None = None,
-        pan_and_scan: bool = False,
-        score_labels: bool = True,
-        trust_remote_code: bool = False,
-        attn_implementation: str | None = None,
+        profile: ModelProfile | None = None,
+        **overrides: Any,
     ) -> None:
-        # Validate through the config so direct construction and TOML agree on the rules.
-        self.config = TransformersRunnerConfig(
-            model=str(model),
-            revision=revision,
-            device=device,
-            dtype=dtype,
-            allow_fp16=allow_fp16,
-            batch_size=batch_size,
-            num_image_workers=num_image_workers,
-            max_image_side=max_image_side,
-            pan_and_scan=pan_and_scan,
-            score_labels=score_labels,
-            trust_remote_code=trust_remote_code,
-            attn_implementation=attn_implementation,
-        )
-        self.batch_size = batch_size
-        self.model_id = str(model) if revision is None else f"{model}@{revision}"
+        if isinstance(config, (str, Path)):
+            # The shorthand `TransformersRunner("google/medgemma-4b-it")`.
+            overrides = {"model": str(config), **overrides}
+            config = None
+        elif "model" in overrides and isinstance(overrides["model"], Path):
+            overrides["model"] = str(overrides["model"])
+        self.config: TransformersRunnerConfig = self._settings(config, overrides)
+        cfg = self.config
+        self.batch_size = cfg.batch_size
+        self.model_id = cfg.model if cfg.revision is None else f"{cfg.model}@{cfg.revision}"
+        # Resolved once, here, so the prompt the pipeline renders does not depend on whether
+        # the runner was started; a local folder's `config.json` names the family even when
+        # its path does not.
+        self._given_profile = profile
+        self.profile = profile or profile_for(cfg.model, model_type=_local_model_type(cfg.model))
         self._loaded: _Loaded | None = None
         self._pool: ThreadPoolExecutor | None = None
         # Read-ahead work by record id, with the request it was made for (an abandoned run
@@ -248,13 +244,6 @@ class TransformersRunner(BatchRunner):
         self._futures: dict[str, tuple[InferenceRequest, Future[_Prepared]]] = {}
         self._start_lock = threading.Lock()
         self._string_tokens: Any = None  # lazily built mask of JSON-string-safe tokens
-
-    @classmethod
-    def from_config(cls, config: RunnerConfig) -> TransformersRunner:
-        """Build from a `TransformersRunnerConfig`."""
-        if not isinstance(config, TransformersRunnerConfig):
-            raise ConfigError(f"TransformersRunner needs a TransformersRunnerConfig, not {config}")
-        return cls(**config.model_dump())
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -313,6 +302,7 @@ class TransformersRunner(BatchRunner):
             allow_fp16=cfg.allow_fp16,
             trust_remote_code=cfg.trust_remote_code,
             attn_implementation=cfg.attn_implementation,
+            profile=self._given_profile,
         )
         return loaded
 

@@ -46,13 +46,12 @@ from pydantic import Field
 
 from medbatch.constraints import to_vllm_structured_outputs
 from medbatch.errors import ConfigError, ImageLoadError, MissingDependencyError, RunnerError
-from medbatch.images import native_size, to_data_url
+from medbatch.images import to_data_url
+from medbatch.profiles import ModelProfile, fold_system_messages, profile_for
 from medbatch.records import (
-    ChatMessage,
     ImageRef,
     InferenceRequest,
     InferenceResponse,
-    TextPart,
     Usage,
 )
 from medbatch.runners.base import BatchRunner, RunnerCapabilities, RunnerConfig
@@ -115,7 +114,8 @@ class VLLMRunnerConfig(RunnerConfig):
     )
     fold_system: bool | None = Field(
         default=None,
-        description="Fold system text into the first user turn; None: yes for Gemma models.",
+        description="Fold system text into the first user turn; None: as the model's "
+        "profile says (yes for Gemma models).",
     )
     trust_remote_code: bool = Field(default=False, description="Run model code from the Hub.")
     enforce_eager: bool = Field(
@@ -124,39 +124,6 @@ class VLLMRunnerConfig(RunnerConfig):
     engine_args: dict[str, Any] = Field(
         default_factory=dict, description="Extra keyword arguments for vllm.LLM(...)."
     )
-
-
-def fold_system_messages(messages: Sequence[ChatMessage]) -> tuple[ChatMessage, ...]:
-    """Merge system messages into the first user turn, for models with no system role.
-
-    Gemma 3 (and MedGemma) has no system role: the text goes before the first user text,
-    separated by a blank line, the way Gemma's own chat template does it.
-
-    Example:
-        >>> folded = fold_system_messages([ChatMessage.text("system", "Be brief."),
-        ...                                ChatMessage.text("user", "Classify.")])
-        >>> [m.role for m in folded], folded[0].text_content
-        (['user'], 'Be brief.\\n\\nClassify.')
-    """
-    system = [m.text_content for m in messages if m.role == "system"]
-    rest = [m for m in messages if m.role != "system"]
-    if not system:
-        return tuple(messages)
-    prefix = "\n\n".join(text for text in system if text)
-    for index, message in enumerate(rest):
-        if message.role != "user":
-            continue
-        parts = list(message.content)
-        first_text = next((i for i, p in enumerate(parts) if isinstance(p, TextPart)), None)
-        if first_text is None:
-            parts.insert(0, TextPart(text=prefix))
-        else:
-            original = parts[first_text]
-            assert isinstance(original, TextPart)
-            parts[first_text] = TextPart(text=f"{prefix}\n\n{original.text}")
-        rest[index] = ChatMessage(role="user", content=tuple(parts))
-        return tuple(rest)
-    return (ChatMessage.text("user", prefix), *rest)
 
 
 def _import_vllm() -> tuple[Any, Any, Any]:
@@ -173,9 +140,12 @@ class VLLMRunner(BatchRunner):
     """Classify with an in-process vLLM engine (see the module docs).
 
     Args:
+        config: The settings; None: the defaults plus `overrides`.
         llm: An engine to use instead of building `vllm.LLM` at `start` (tests, or an
             engine shared between runners).
-        **settings: Fields of `VLLMRunnerConfig`.
+        profile: The model family's rules (native image size, system role); default
+            `profile_for(model)`.
+        **overrides: Fields of `VLLMRunnerConfig`, validated by it (e.g. `model=...`).
 
     Raises:
         ConfigError: `image_transport="file"` without `allowed_local_media_path`.
@@ -191,8 +161,16 @@ class VLLMRunner(BatchRunner):
         expensive=True,
     )
 
-    def __init__(self, *, llm: Any | None = None, **settings: Any) -> None:
-        self.config = VLLMRunnerConfig(**settings)
+    def __init__(
+        self,
+        config: VLLMRunnerConfig | None = None,
+        /,
+        *,
+        llm: Any | None = None,
+        profile: ModelProfile | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.config: VLLMRunnerConfig = self._settings(config, overrides)
         cfg = self.config
         if cfg.image_transport == "file" and not cfg.allowed_local_media_path:
             raise ConfigError(
@@ -202,8 +180,10 @@ class VLLMRunner(BatchRunner):
         self.model_id = f"{cfg.model}@{cfg.revision}" if cfg.revision else cfg.model
         self.batch_size = cfg.chunk_size
         side = cfg.max_image_side
-        self._max_side = native_size(cfg.model) if side is None else (side or None)
-        self._fold = "gemma" in cfg.model.lower() if cfg.fold_system is None else cfg.fold_system
+        self.profile: ModelProfile = profile or profile_for(cfg.model)
+        self._max_side = self.profile.image_size if side is None else (side or None)
+        fold = self.profile.system_role == "fold" if cfg.fold_system is None else cfg.fold_system
+        self._fold = fold
         self._media_root = (
             Path(cfg.allowed_local_media_path).resolve() if cfg.allowed_local_media_path else None
         )
@@ -212,11 +192,6 @@ class VLLMRunner(BatchRunner):
         self._sampling_params: Any = None
         self._structured_outputs: Any = None
         self._vllm_version: str | None = None
-
-    @classmethod
-    def from_config(cls, config: RunnerConfig) -> VLLMRunner:
-        """Build from a `VLLMRunnerConfig`."""
-        return cls(**config.model_dump())
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -6,11 +6,14 @@ identifiers.py  validate and quote names and stage locations before any SQL
 session.py      take the user's Session, or build one from connections.toml / SNOWFLAKE_* env
 stage.py        content-addressed, idempotent wildcard upload (one PUT per folder, one LS)
 api.py          snowflake-ml-python 1.x vs 2.x `ModelVersion.run_batch`, params translation
+inputs.py       the job's input rows (images uploaded or inlined), chunked for large runs
+jobs.py         wait for a submitted job's end, cancel it, fail its records with the log tail
 results.py      read the job's output parquet and join it back to record ids
 ```
 
 Importing this package imports no Snowflake SDK: every module loads `snowflake.*` lazily,
-inside the function that needs it.
+inside the function that needs it. Nothing here imports `medbatch.runners` (the runner
+imports this package).
 """
 
 from __future__ import annotations

@@ -25,6 +25,9 @@ The fault schedule is deterministic: whether the k-th arrival of a given request
 (and how) depends only on `seed`, the body and k, not on the order concurrent requests
 arrive in. `script` fixes the outcomes of the first arrivals instead, for exact tests.
 
+Reading bodies and building answers (constraints, token counts, logprobs) is
+`medbatch.testing._openai_api`; this module is the server and its fault schedule.
+
 It listens on 127.0.0.1 only, on a free port, in daemon threads (`ThreadingHTTPServer`, so
 many requests wait on `latency_s` at once), and stops by itself after `max_requests` requests
 or `max_lifetime_s` seconds, or when the `with` block ends.
@@ -32,11 +35,9 @@ or `max_lifetime_s` seconds, or when the `with` block ends.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
-import math
 import random
 import re
 import sys
@@ -50,17 +51,19 @@ from types import TracebackType
 from typing import Any
 
 from medbatch.records import (
-    ChatMessage,
-    GenerationParams,
-    ImagePart,
-    ImageRef,
     InferenceRequest,
     InferenceResponse,
-    LabelConstraint,
-    TextPart,
 )
 from medbatch.runners.base import BatchRunner
-from medbatch.testing.answers import last_label_named
+from medbatch.testing._openai_api import (
+    coerce,
+    count_prompt_tokens,
+    read_constraint,
+    redact_images,
+    request_from_body,
+    token_logprobs,
+    without_images,
+)
 
 if sys.version_info >= (3, 11):
     from typing import Self
@@ -82,159 +85,6 @@ BackendFn = Callable[[InferenceRequest], "str | InferenceResponse"]
 """`fn(request) -> text | response`, like `FunctionRunner`'s function."""
 
 _TOKEN_PATTERN = re.compile(r"\w+|\s+|[^\w\s]")
-_DATA_URL = re.compile(r"^data:(?P<media>[^;,]+)?(?:;base64)?,(?P<data>.*)$", re.DOTALL)
-# Chosen-token probability the server reports for a constrained label: the other labels
-# share the rest, so label scores are predictable in tests.
-_LABEL_PROBABILITY = 0.7
-_TOKEN_LOGPROB = -0.001
-
-
-def request_from_body(body: Mapping[str, Any], record_id: str = "request") -> InferenceRequest:
-    """Turn a chat-completions body back into an `InferenceRequest`.
-
-    Data-URL images become in-memory `ImageRef`s; http(s) URLs stay references. The label
-    constraint is recovered from `structured_outputs` or a `response_format` json schema
-    whose `label` property is an enum.
-
-    Raises:
-        ValueError: The body has no valid `messages`.
-    """
-    raw_messages = body.get("messages")
-    if not isinstance(raw_messages, list) or not raw_messages:
-        raise ValueError("the body has no messages")
-    messages = []
-    for raw in raw_messages:
-        content = raw.get("content")
-        parts: list[TextPart | ImagePart] = []
-        if isinstance(content, str):
-            parts.append(TextPart(text=content))
-        elif isinstance(content, list):
-            for part in content:
-                if part.get("type") == "text":
-                    parts.append(TextPart(text=str(part.get("text", ""))))
-                elif part.get("type") == "image_url":
-                    parts.append(ImagePart(image=_image_ref(str(part["image_url"]["url"]))))
-        messages.append(ChatMessage(role=raw.get("role", "user"), content=tuple(parts)))
-    params = GenerationParams(
-        temperature=float(body.get("temperature", 0.0)),
-        max_tokens=int(body.get("max_tokens") or body.get("max_completion_tokens") or 1024),
-        top_p=float(body.get("top_p", 1.0)),
-        seed=body.get("seed"),
-        stop=tuple(body.get("stop") or ()),
-        logprobs=bool(body.get("logprobs", False)),
-    )
-    return InferenceRequest(
-        record_id=record_id,
-        messages=tuple(messages),
-        params=params,
-        constraint=_label_constraint(_read_constraint(body)),
-    )
-
-
-class _Constraint:
-    """What a constrained decoder is asked for: one of `labels`, bare or as a JSON object."""
-
-    def __init__(
-        self,
-        labels: tuple[str, ...],
-        *,
-        bare: bool,
-        fields: tuple[str, ...],
-        response_format: bool = False,
-    ) -> None:
-        self.labels = labels
-        self.bare = bare  # vLLM `choice`: the answer is the label itself
-        self.fields = fields  # JSON answers: the object's properties, in schema order
-        self.response_format = response_format
-
-
-def _read_constraint(body: Mapping[str, Any]) -> _Constraint | None:
-    """The constraint in a body, the way vLLM and OpenAI read theirs.
-
-    vLLM: `structured_outputs` with `choice` (a list of strings) or `json` (a schema).
-    OpenAI: `response_format` `{"type": "json_schema", "json_schema": {"schema": ...}}`.
-    Only schemas whose `label` property is a string enum are understood: the answer is then
-    an object with those properties.
-    """
-    structured = body.get("structured_outputs")
-    if isinstance(structured, dict):
-        choice = structured.get("choice")
-        if isinstance(choice, list) and choice and all(isinstance(c, str) for c in choice):
-            return _Constraint(tuple(choice), bare=True, fields=())
-        if isinstance(structured.get("json"), dict):
-            return _schema_constraint(structured["json"])
-    response_format = body.get("response_format")
-    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
-        spec = response_format.get("json_schema")
-        if isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
-            return _schema_constraint(spec["schema"], response_format=True)
-    return None
-
-
-def _schema_constraint(
-    schema: Mapping[str, Any], *, response_format: bool = False
-) -> _Constraint | None:
-    properties = schema.get("properties")
-    if not isinstance(properties, dict) or not isinstance(properties.get("label"), dict):
-        return None
-    enum = properties["label"].get("enum")
-    if not isinstance(enum, list) or not enum or not all(isinstance(e, str) for e in enum):
-        return None
-    return _Constraint(
-        tuple(enum), bare=False, fields=tuple(properties), response_format=response_format
-    )
-
-
-def _label_constraint(constraint: _Constraint | None) -> LabelConstraint | None:
-    """The `LabelConstraint` a backend runner honours, for what the body asked."""
-    if constraint is None:
-        return None
-    if constraint.bare or (constraint.response_format and set(constraint.fields) == {"label"}):
-        # OpenAI has no choice constraint: choice mode travels as a label-only JSON object.
-        return LabelConstraint(labels=constraint.labels, mode="choice")
-    return LabelConstraint(
-        labels=constraint.labels, mode="json", reasoning="reasoning" in constraint.fields
-    )
-
-
-def _image_ref(url: str) -> ImageRef:
-    match = _DATA_URL.match(url)
-    if match is None:
-        return ImageRef.from_url(url)
-    return ImageRef.from_bytes(base64.b64decode(match["data"]), media_type=match["media"])
-
-
-def _coerce(text: str, constraint: _Constraint) -> str:
-    """What a constrained decoder would have produced: the label the text names."""
-    stripped = text.strip()
-    if constraint.bare and stripped in constraint.labels:
-        return stripped
-    if not constraint.bare:
-        try:
-            payload = json.loads(stripped)
-        except json.JSONDecodeError:
-            payload = None
-        if isinstance(payload, dict) and payload.get("label") in constraint.labels:
-            return stripped
-    label = last_label_named(text, constraint.labels) or constraint.labels[0]
-    if constraint.bare:
-        return label
-    return json.dumps({name: label if name == "label" else "" for name in constraint.fields})
-
-
-def _redact_images(body: Any) -> Any:
-    """A copy of `body` with each data URL replaced by its media type, size and digest."""
-    if isinstance(body, dict):
-        return {key: _redact_images(value) for key, value in body.items()}
-    if isinstance(body, list):
-        return [_redact_images(value) for value in body]
-    if isinstance(body, str) and body.startswith("data:"):
-        match = _DATA_URL.match(body)
-        if match is not None:
-            data = match["data"]
-            digest = hashlib.sha256(data.encode()).hexdigest()[:16]
-            return f"data:{match['media']};base64,<{len(data)} chars sha256:{digest}>"
-    return body
 
 
 class OpenAITestServer:
@@ -403,7 +253,7 @@ class OpenAITestServer:
                 return None
             occurrence = self._arrivals[key]
             self._arrivals[key] += 1
-            self.requests_seen.append(_redact_images(body))
+            self.requests_seen.append(redact_images(body))
         if index < len(self.script):
             outcome = self.script[index]
         else:
@@ -432,11 +282,11 @@ class OpenAITestServer:
     def _completion(self, body: dict[str, Any], index: int) -> dict[str, Any]:
         """The JSON of a successful answer."""
         if self.drop_images:
-            body = _without_images(body)
-        constraint = _read_constraint(body)
+            body = without_images(body)
+        constraint = read_constraint(body)
         text, finish_reason, from_model = self._answer_text(body, index)
         if constraint is not None and not self.ignore_response_format:
-            text = _coerce(text, constraint)
+            text = coerce(text, constraint)
         tokens = _TOKEN_PATTERN.findall(text)
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         # A backend model already honoured max_tokens in its own tokens; re-cutting its text
@@ -449,8 +299,8 @@ class OpenAITestServer:
         if body.get("logprobs") and not self.no_logprobs:
             top_k = int(body.get("top_logprobs") or 0)
             labels: tuple[str, ...] = constraint.labels if constraint is not None else ()
-            logprobs = {"content": [_token_logprobs(token, labels, top_k) for token in tokens]}
-        prompt_tokens = _prompt_tokens(body)
+            logprobs = {"content": [token_logprobs(token, labels, top_k) for token in tokens]}
+        prompt_tokens = count_prompt_tokens(body)
         return {
             "id": f"chatcmpl-test-{index}",
             "object": "chat.completion",
@@ -493,52 +343,6 @@ class OpenAITestServer:
 
 class _BackendFailedError(Exception):
     """The backend answered with an error: the server answers HTTP 500."""
-
-
-def _without_images(body: dict[str, Any]) -> dict[str, Any]:
-    messages = []
-    for message in body.get("messages") or []:
-        content = message.get("content")
-        if isinstance(content, list):
-            content = [part for part in content if part.get("type") == "text"]
-        messages.append({**message, "content": content})
-    return {**body, "messages": messages}
-
-
-def _prompt_tokens(body: Mapping[str, Any]) -> int:
-    count = 0
-    for message in body.get("messages") or []:
-        content = message.get("content")
-        if isinstance(content, str):
-            count += len(content.split())
-        elif isinstance(content, list):
-            for part in content:
-                if part.get("type") == "text":
-                    count += len(str(part.get("text", "")).split())
-                else:
-                    count += 256  # Gemma 3 spends 256 tokens per image
-    return count
-
-
-def _token_logprobs(token: str, labels: Sequence[str], top_k: int) -> dict[str, Any]:
-    """One `logprobs.content` item; a label token carries every label as an alternative."""
-    if token in labels:
-        rest = (1.0 - _LABEL_PROBABILITY) / max(1, len(labels) - 1)
-        alternatives = [(token, math.log(_LABEL_PROBABILITY))] + [
-            (other, math.log(rest)) for other in labels if other != token
-        ]
-    else:
-        alternatives = [(token, _TOKEN_LOGPROB)]
-    chosen = alternatives[0][1]
-    return {
-        "token": token,
-        "logprob": chosen,
-        "bytes": list(token.encode()),
-        "top_logprobs": [
-            {"token": alt, "logprob": logprob, "bytes": list(alt.encode())}
-            for alt, logprob in alternatives[:top_k]
-        ],
-    }
 
 
 class _Server(ThreadingHTTPServer):

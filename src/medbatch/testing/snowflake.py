@@ -30,31 +30,38 @@ What is real and what is faked (docs/concepts/checked-against-real.md has the fu
   (`sql_error_code` 2002 and 2003). `FakeJob` scripts statuses (`PENDING → RUNNING →
   DONE` by default), logs and cancel. `interrupt=` kills the client inside `run_batch`,
   before or after the job is created.
+
+The releases (signatures, spec classes, wheels) are `medbatch.testing._snowflake_releases`,
+the session `medbatch.testing._snowflake_session`; both are re-exported here.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import importlib
 import inspect
 import io
 import json
-import os
-import re
-import types
-import typing
 import uuid
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-from medbatch.snowflake.api import ApiVersion, SpecClasses, detect_api
+from medbatch.snowflake.api import SpecClasses, detect_api
+from medbatch.testing._snowflake_releases import (
+    SPEC_PARAMETERS,
+    TESTED_WHEELS,
+    SnowflakeRelease,
+    annotated_spec_classes,
+    installed_run_batch_signature,
+    load_release_from_wheel,
+    openai_chat_signature,
+    sf127_wheel,
+    sf_wheel,
+    snowflake_release,
+)
+from medbatch.testing._snowflake_session import FakeSession
 from medbatch.testing._snowflake_wheels import WheelRelease, run_batch_signature_from_source
 
 __all__ = [
+    "SPEC_PARAMETERS",
     "TESTED_WHEELS",
     "FakeJob",
     "FakeModelVersion",
@@ -75,245 +82,6 @@ __all__ = [
 
 Answer = Callable[[list[dict[str, Any]], dict[str, Any]], str | None]
 """`(messages, params) -> answer text`, or None to drop the row (a lost output row)."""
-
-
-def openai_chat_signature(with_params: bool = True) -> Any:
-    """The real stock OpenAI chat `ModelSignature` of the installed snowflake-ml-python."""
-    from snowflake.ml.model import openai_signatures
-
-    table = (
-        openai_signatures.OPENAI_CHAT_WITH_PARAMS_SIGNATURE
-        if with_params
-        else openai_signatures.OPENAI_CHAT_SIGNATURE
-    )
-    return table["__call__"]
-
-
-# -- other releases, read from their wheel without installing them -------------------------
-
-
-def load_release_from_wheel(wheel: str | Path) -> tuple[inspect.Signature, SpecClasses]:
-    """The real `run_batch` signature and spec classes of another snowflake-ml-python wheel.
-
-    The signature is parsed with `ast`; the spec classes are those of the public module the
-    detected API needs (`SpecClasses.installed(api, import_module=...)`), executed from the
-    wheel's own files (see `WheelRelease`), never a hand-written copy.
-    """
-    release = WheelRelease(wheel)
-    signature = release.run_batch_signature()
-    return signature, SpecClasses.installed(
-        detect_api(signature), import_module=release.import_module
-    )
-
-
-TESTED_WHEELS = ("1.27.0", "1.47.0", "1.54.0", "2.0.0")
-"""Releases fetched by `scripts/fetch_sf_wheels.sh` (the installed 2.x is tested too)."""
-
-
-def sf_wheel(version: str) -> Path | None:
-    """The snowflake-ml-python `version` wheel fetched by `scripts/fetch_sf_wheels.sh`.
-
-    Looks in `$MEDBATCH_SF_WHEELS_DIR` (default `.cache/sf`), then the older `.cache/sf127`.
-    """
-    for directory in (os.environ.get("MEDBATCH_SF_WHEELS_DIR", ".cache/sf"), ".cache/sf127"):
-        wheels = sorted(Path(directory).glob(f"snowflake_ml_python-{version}-*.whl"))
-        if wheels:
-            return wheels[0]
-    return None
-
-
-def sf127_wheel() -> Path | None:
-    """The snowflake-ml-python 1.27.0 wheel, if fetched (`sf_wheel("1.27.0")`)."""
-    return sf_wheel("1.27.0")
-
-
-@dataclass(frozen=True)
-class SnowflakeRelease:
-    """One snowflake-ml-python release: the installed one, or one read from its wheel.
-
-    Attributes:
-        name: `"installed"` or the wheel's version.
-        signature: Its `ModelVersion.run_batch` signature.
-        wheel: The wheel, None for the installed release.
-    """
-
-    name: str
-    signature: inspect.Signature
-    wheel: WheelRelease | None = None
-
-    @property
-    def api(self) -> ApiVersion:
-        """`1.x` or `2.x`, by `detect_api`."""
-        return detect_api(self.signature)
-
-    def import_module(self, name: str) -> types.ModuleType:
-        """The release's module `name`."""
-        if self.wheel is None:
-            return importlib.import_module(name)
-        return self.wheel.import_module(name)
-
-    def specs(self) -> SpecClasses:
-        """The spec classes medbatch picks for this release (the code under test)."""
-        return SpecClasses.installed(self.api, import_module=self.import_module)
-
-    def annotated(self) -> dict[str, type]:
-        """The spec classes the release's own `run_batch` annotations name."""
-        return annotated_spec_classes(self.signature, self.wheel)
-
-    def fake_options(self) -> dict[str, Any]:
-        """`FakeSnowflake` options that make the fake behave as this release."""
-        return {"release": self.wheel} if self.wheel is not None else {}
-
-
-@functools.cache
-def snowflake_release(name: str) -> SnowflakeRelease | None:
-    """`"installed"` or a version of `TESTED_WHEELS`; None when its wheel is not fetched."""
-    if name == "installed":
-        return SnowflakeRelease(name, installed_run_batch_signature())
-    wheel = sf_wheel(name)
-    if wheel is None:
-        return None
-    release = WheelRelease(wheel)
-    return SnowflakeRelease(name, release.run_batch_signature(), release)
-
-
-# -- session ---------------------------------------------------------------------------------
-
-
-class _Rows:
-    def __init__(self, rows: list[Any]) -> None:
-        self._rows = rows
-
-    def collect(self) -> list[Any]:
-        return self._rows
-
-
-class _CountingFile:
-    def __init__(self, owner: FakeSession) -> None:
-        self._owner = owner
-
-    def put(self, local_file_name: str, stage_location: str, **kwargs: Any) -> Any:
-        self._owner.calls["put"] += 1
-        self._owner.put_kwargs.append(dict(kwargs))
-        return self._owner.local.file.put(local_file_name, stage_location, **kwargs)
-
-    def get(self, stage_location: str, target_directory: str, **kwargs: Any) -> Any:
-        self._owner.calls["get"] += 1
-        return self._owner.local.file.get(stage_location, target_directory, **kwargs)
-
-    def put_stream(self, stream: Any, stage_location: str, **kwargs: Any) -> Any:
-        self._owner.calls["put_stream"] += 1
-        return self._owner.local.file.put_stream(stream, stage_location, **kwargs)
-
-
-class FakeSession:
-    """Snowpark local testing plus `LS` and stage DDL, with round-trip counters.
-
-    Attributes:
-        calls: Counts of `put`, `get`, `put_stream`, `ls`, `sql` (every statement).
-        queries: Every SQL text received, in order.
-    """
-
-    def __init__(self, database: str = "MEDBATCH_DB", schema: str = "PUBLIC") -> None:
-        from snowflake.snowpark import Session
-
-        self.local = Session.builder.config("local_testing", True).create()
-        self.database = database
-        self.schema = schema
-        self.calls: Counter[str] = Counter()
-        self.queries: list[str] = []
-        self.put_kwargs: list[dict[str, Any]] = []
-        self.directory_stages: set[str] = set()
-        self.file = _CountingFile(self)
-
-    def create_dataframe(self, data: Any, schema: Any = None) -> Any:
-        return self.local.create_dataframe(data, schema=schema)
-
-    def table(self, name: str) -> Any:
-        return self.local.table(name)
-
-    def get_current_database(self) -> str:
-        return f'"{self.database}"'
-
-    def get_current_schema(self) -> str:
-        return f'"{self.schema}"'
-
-    def get_current_warehouse(self) -> str:
-        return '"MEDBATCH_WH"'
-
-    def _stage_dir(self, stage: str) -> Path | None:
-        registry = self.local._conn.stage_registry._stage_registry
-        entity = registry.get(stage)
-        return Path(entity._working_directory) if entity is not None else None
-
-    def stage_files(self, location: str) -> list[tuple[str, int, str]]:
-        """`(path relative to the stage, size, md5)` of every file under `location`."""
-        from snowflake.snowpark.mock._stage_registry import extract_stage_name_and_prefix
-
-        stage, prefix = extract_stage_name_and_prefix(location)
-        root = self._stage_dir(stage)
-        if root is None:
-            return []
-        found = []
-        for path in sorted(root.rglob("*")):
-            relative = path.relative_to(root).as_posix()
-            if path.is_file() and (not prefix or relative.startswith(prefix.rstrip("/") + "/")):
-                data = path.read_bytes()
-                found.append((relative, len(data), hashlib.md5(data).hexdigest()))  # noqa: S324
-        return found
-
-    def remove(self, location: str, *, keep: str | None = None) -> int:
-        """Delete every file under `location` (what `REMOVE @location` does); returns the count.
-
-        Args:
-            location: `@STAGE/path/`.
-            keep: A sub-folder name under `location` whose files are left alone.
-        """
-        from snowflake.snowpark.mock._stage_registry import extract_stage_name_and_prefix
-
-        stage, prefix = extract_stage_name_and_prefix(location)
-        root = self._stage_dir(stage)
-        kept = f"{prefix.rstrip('/')}/{keep}/".lstrip("/") if keep else None
-        removed = 0
-        for relative, _, _ in self.stage_files(location):
-            if root is not None and not (kept and relative.startswith(kept)):
-                (root / relative).unlink()
-                removed += 1
-        return removed
-
-    def sql(self, query: str, params: Sequence[Any] | None = None) -> _Rows:
-        from snowflake.snowpark import Row
-
-        self.calls["sql"] += 1
-        self.queries.append(query)
-        text = query.strip()
-        if match := re.fullmatch(r"LS\s+'?(@[^']+?)'?", text, flags=re.IGNORECASE):
-            self.calls["ls"] += 1
-            location = match.group(1)
-            stage = location[1:].split("/", 1)[0]
-            stage_name = stage.rsplit(".", 1)[-1].lower()
-            return _Rows(
-                [
-                    Row(name=f"{stage_name}/{rel}", size=size, md5=md5, last_modified="")
-                    for rel, size, md5 in self.stage_files(location)
-                ]
-            )
-        if match := re.match(r"CREATE STAGE IF NOT EXISTS (\S+)", text, flags=re.IGNORECASE):
-            if "DIRECTORY = (ENABLE = TRUE)" in text.upper():
-                self.directory_stages.add(match.group(1))
-            return _Rows([Row(status="Stage area successfully created.")])
-        if match := re.fullmatch(r"DESC(?:RIBE)? STAGE (\S+)", text, flags=re.IGNORECASE):
-            enabled = str(match.group(1) in self.directory_stages).lower()
-            return _Rows(
-                [Row(parent_property="DIRECTORY", property="ENABLE", property_value=enabled)]
-            )
-        if re.fullmatch(r"ALTER STAGE \S+ REFRESH", text, flags=re.IGNORECASE):
-            self.calls["refresh"] += 1
-            return _Rows([])
-        raise NotImplementedError(f"FakeSession does not emulate: {query!r}")
-
-
-# -- a server that honours response_format ---------------------------------------------------
 
 
 def _conforms(value: Any, schema: Mapping[str, Any]) -> bool:
@@ -449,51 +217,6 @@ class FakeJob:
         while (status := self.status) not in {"DONE", "FAILED", "CANCELLED", "INTERNAL_ERROR"}:
             pass
         return status
-
-
-def installed_run_batch_signature() -> inspect.Signature:
-    """The installed `ModelVersion.run_batch` signature."""
-    from snowflake.ml.model import ModelVersion
-
-    return inspect.signature(ModelVersion.run_batch)
-
-
-SPEC_PARAMETERS = (
-    "input_spec",
-    "output_spec",
-    "job_spec",
-    "resources_spec",
-    "inference_spec",
-    "image_build_spec",
-)
-"""`run_batch` parameters whose value must be an instance of the annotated spec class."""
-
-
-def annotated_spec_classes(
-    signature: inspect.Signature, release: WheelRelease | None = None
-) -> dict[str, type]:
-    """`parameter -> class` that `run_batch`'s own annotations name, for the spec arguments.
-
-    Args:
-        signature: A `run_batch` signature (installed, or parsed from `release`).
-        release: Resolves the text annotations of a signature parsed from a wheel.
-    """
-    from pydantic import BaseModel
-
-    classes: dict[str, type] = {}
-    for name in SPEC_PARAMETERS:
-        parameter = signature.parameters.get(name)
-        if parameter is None or parameter.annotation is inspect.Parameter.empty:
-            continue
-        if isinstance(parameter.annotation, str):
-            if release is not None:
-                classes[name] = release.annotation_class(name)
-            continue
-        candidates = [parameter.annotation, *typing.get_args(parameter.annotation)]
-        for candidate in candidates:
-            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-                classes[name] = candidate
-    return classes
 
 
 def _make_run_batch(signature: inspect.Signature) -> Callable[..., Any]:
