@@ -384,7 +384,7 @@ class RayRunner(BatchRunner):
         live = self._live_actors()
         if not live:
             raise RunnerError("every Ray actor has died")
-        load = {i: 0 for i in live}
+        load = dict.fromkeys(live, 0)
         for _, index, _ in in_flight.values():
             if index in load:
                 load[index] += 1

@@ -265,6 +265,6 @@ def test_needs_exactly_one_of_inner_or_factory() -> None:
         RayRunner()
     with pytest.raises(ConfigError, match="exactly one"):
         RayRunner(
-            RayRunnerConfig(inner={"kind": "replay", "path": "x.jsonl"}),  # type: ignore[arg-type]
+            RayRunnerConfig(inner={"kind": "replay", "path": "x.jsonl"}),
             factory=_Answer(),
         )
