@@ -24,6 +24,7 @@ one answer per record, and `classify(..., retry_failed=True)` runs the failed on
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -131,6 +132,11 @@ class RayRunnerConfig(RunnerConfig):
             "Times Ray rebuilds a crashed actor. The batch it held fails (retryable); the "
             "actor answers later batches."
         ),
+    )
+    restart_timeout_s: float = Field(
+        default=900,
+        gt=0,
+        description="Longest wait for a crashed actor to be rebuilt (its runner reloaded).",
     )
     address: str | None = Field(
         default=None,
@@ -367,11 +373,35 @@ class RayRunner(BatchRunner):
             if generation == self._generation[index]:
                 self._generation[index] += 1
                 self._deaths[index] += 1
+                self._await_rebuild(index)
             raise RunnerError(
                 f"Ray actor {index} died while answering this batch "
                 f"(death {self._deaths[index]} of at most {self.config.max_restarts + 1})"
             ) from exc
         return answers
+
+    def _await_rebuild(self, index: int) -> None:
+        """Wait until Ray has rebuilt actor `index`, or mark it dead for good.
+
+        Ray fails (rather than queues) calls sent to an actor while it restarts, so sending
+        the next batches at once would lose them too.
+        """
+        if index not in self._live_actors():
+            return
+        ray = self._ray
+        deadline = time.monotonic() + self.config.restart_timeout_s
+        while True:
+            try:
+                ray.get(self._actors[index].ready.remote())
+                return
+            except ray.exceptions.ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            except ray.exceptions.RayActorError:
+                break
+        logger.warning("RayRunner: actor %d could not be rebuilt; continuing without it", index)
+        self._deaths[index] = self.config.max_restarts + 1
 
     def _live_actors(self) -> list[int]:
         limit = self.config.max_restarts + 1
