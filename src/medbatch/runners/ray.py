@@ -16,9 +16,11 @@ images as bytes or paths (never decoded pixels); a path must be readable on ever
 Why a plain actor pool and not `ray.data.Dataset.map_batches`: Ray Data retries or aborts
 the whole dataset when an actor dies, and its output rows carry no link back to the batch
 that was lost. Here each batch is one actor call, so a dead actor fails exactly the records
-of the batch it held (`RecordError(kind="runner_error")`, retryable) and the run goes on; Ray
-rebuilds the actor (`max_restarts`) for the next batches. `BatchRunner` then still enforces
-one answer per record, and `classify(..., retry_failed=True)` runs the failed ones again.
+of the batches queued on it (at most `max_batches_in_flight`, one of them possibly answered
+but not yet sent back), as retryable `RecordError(kind="runner_error")` values, and the run
+goes on; Ray rebuilds the actor (`max_restarts`) for the next batches. `BatchRunner` still
+enforces one answer per record, and `classify(..., retry_failed=True)` runs the failed ones
+again.
 """
 
 from __future__ import annotations

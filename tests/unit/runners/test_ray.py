@@ -36,6 +36,7 @@ VERDICT = "Rhythm regular.\n\n**FINAL CLASSIFICATION:** NORMAL"
 def ray_cluster() -> Iterator[None]:
     # Unix socket paths must stay short: a temp dir of its own directly under /tmp.
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves the host
     # Actors unpickle the factories below, which live in this (not importable) test module.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ray.init(
@@ -209,7 +210,9 @@ def test_when_every_actor_is_dead_the_rest_fails_once_each(tmp_path: Path) -> No
         responses = list(runner.run(requests))
     assert Counter(r.record_id for r in responses) == Counter(r.record_id for r in requests)
     errors = {r.record_id: r.error for r in responses if r.error is not None}
-    assert sorted(errors) == ["r2", "r3", "r4", "r5", "r6"]
+    # r0-r1 usually succeed, but their answers can be lost with the process if it dies
+    # before Ray has sent them back: then they fail too, still once each.
+    assert {"r2", "r3", "r4", "r5", "r6"} <= set(errors)
     assert all(error.kind == "runner_error" and error.retryable for error in errors.values())
     assert "no actor left" in errors["r6"].message
 
@@ -273,6 +276,8 @@ def test_run_config_builds_a_ray_runner_with_a_checked_inner_table(tmp_path: Pat
     table["inner"] = {"kind": "replay", "pth": str(recorded)}
     with pytest.raises(ConfigError, match=r"\[runner.inner\] replay: .*pth"):
         RunConfig.model_validate({**base, "runner": table}).build_runner()
+    with pytest.raises(ConfigError, match="pth"):  # the settings alone are checked too
+        RayRunnerConfig.model_validate({"inner": table["inner"]})
     table["inner"] = {"kind": "ray"}
     with pytest.raises(ConfigError, match="cannot itself be"):
         RunConfig.model_validate({**base, "runner": table}).build_runner()
