@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from medbatch import ImageFolderDataset, InferenceRequest, classify, get_task
-from medbatch.config import RunConfig
+from medbatch.config import RunConfig, load_config
 from medbatch.errors import ConfigError
 from medbatch.runners.base import BatchRunner
 from medbatch.store import PREDICTIONS
@@ -285,6 +285,21 @@ def test_run_config_builds_a_ray_runner_with_a_checked_inner_table(tmp_path: Pat
     table["num_actor"] = 2
     with pytest.raises(ConfigError, match="num_actor"):
         RunConfig.model_validate({**base, "runner": table}).build_runner()
+
+
+def test_a_config_file_resolves_the_inner_runner_paths_next_to_it(tmp_path: Path) -> None:
+    folder = tmp_path / "configs"
+    (folder / "recorded").mkdir(parents=True)
+    (folder / "recorded" / "answers.jsonl").write_text("")
+    (folder / "run.toml").write_text(
+        'output_dir = "out"\n[task]\nname = "ecg"\n[dataset]\nroot = "images"\n'
+        '[runner]\nkind = "ray"\nnum_actors = 2\n'
+        '[runner.inner]\nkind = "replay"\npath = "recorded/answers.jsonl"\n'
+    )
+    runner = load_config(folder / "run.toml").build_runner()
+    assert isinstance(runner, RayRunner)
+    assert runner.config.inner is not None
+    assert runner.config.inner.options()["path"] == str(folder / "recorded" / "answers.jsonl")
 
 
 def test_needs_exactly_one_of_inner_or_factory() -> None:
