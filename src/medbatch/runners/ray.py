@@ -197,9 +197,13 @@ class RayRunner(BatchRunner):
     Answers come back in order of completion, as each batch finishes; at most
     `num_actors * max_batches_in_flight` batches are read ahead of the answers.
 
-    Example:
-        >>> runner = RayRunner(inner={"kind": "vllm", "model": "google/medgemma-4b-it"},
-        ...                    num_actors=4, num_gpus=1)  # doctest: +SKIP
+    Example (TOML: `[runner] kind = "ray"` with a `[runner.inner]` table; Ray starts in
+    `start`, not here):
+        >>> from functools import partial
+        >>> from medbatch.testing import FunctionRunner
+        >>> runner = RayRunner(factory=partial(FunctionRunner, str), num_actors=4, num_gpus=1)
+        >>> runner.model_id, runner.config.num_actors
+        ('function', 4)
     """
 
     name = "ray"
