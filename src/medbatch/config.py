@@ -158,8 +158,8 @@ def _check_dataset_keys(kind: str, dataset_cls: type[Dataset], options: dict[str
 def load_config(path: str | Path) -> RunConfig:
     """Read and validate a run configuration.
 
-    Relative paths in `output_dir` and `[dataset]`/`[runner]` path-like keys (`root`,
-    `path`, `model`) are resolved against the config file's folder.
+    Relative paths in `output_dir` and `[dataset]`/`[runner]`/`[runner.inner]` path-like
+    keys (`root`, `path`, `model`) are resolved against the config file's folder.
 
     Raises:
         ConfigError: Missing file, invalid TOML or invalid settings, with the key named.
@@ -172,15 +172,18 @@ def load_config(path: str | Path) -> RunConfig:
         task_table["name"] = str(_resolve(base, task_table["name"]))
     if isinstance(raw.get("output_dir"), str):
         raw["output_dir"] = str(_resolve(base, raw["output_dir"]))
-    for section in ("dataset", "runner"):
-        table = raw.get(section)
+    runner_table = raw.get("runner")
+    runner_tables = [runner_table]
+    if isinstance(runner_table, dict):
+        runner_tables.append(runner_table.get("inner"))  # `kind = "ray"`: `[runner.inner]`
+    for table in (raw.get("dataset"), *runner_tables):
         if isinstance(table, dict):
             for key in ("root", "path", "manifest"):
                 if isinstance(table.get(key), str):
                     table[key] = str(_resolve(base, table[key]))
-    runner_table = raw.get("runner")
-    if isinstance(runner_table, dict) and isinstance(runner_table.get("model"), str):
-        runner_table["model"] = _resolve_model(base, runner_table["model"])
+    for table in runner_tables:
+        if isinstance(table, dict) and isinstance(table.get("model"), str):
+            table["model"] = _resolve_model(base, table["model"])
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:

@@ -95,6 +95,7 @@ RUNNERS: Registry[Any] = Registry(
         "vllm": "medbatch.runners.vllm:VLLMRunner",
         "openai": "medbatch.runners.openai:OpenAICompatibleRunner",
         "snowflake": "medbatch.runners.snowflake:SnowflakeBatchRunner",
+        "ray": "medbatch.runners.ray:RayRunner",
     },
     group="medbatch.runners",
 )

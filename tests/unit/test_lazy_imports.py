@@ -16,6 +16,7 @@ HEAVY = (
     "kagglehub",
     "pydicom",
     "sklearn",
+    "ray",
 )
 
 
@@ -35,3 +36,10 @@ def test_import_medbatch_imports_no_heavy_backend() -> None:
     after = set(_heavy_modules_after("import medbatch, medbatch.cli, medbatch.testing"))
     assert after - baseline == set()
     assert baseline <= {"snowflake"}
+
+
+def test_naming_the_ray_runner_imports_no_ray() -> None:
+    # Ray is imported when the actors start, not when a config names `kind = "ray"`.
+    after = set(_heavy_modules_after("import medbatch.runners.ray"))
+    assert "ray" not in after
+    assert "torch" not in after
