@@ -124,9 +124,9 @@ def demo_command(
 
 
 def _replay_run(output_dir: Path) -> tuple[Path, str]:
-    from medbatch.datasets.sample import load_ecg_sample
     from medbatch.pipeline import classify
     from medbatch.tasks.registry import get_task
+    from medbatch.testing.ecg_sample import load_ecg_sample
 
     dataset, runner = load_ecg_sample()
     run_dir = output_dir / "replay-run"

@@ -49,6 +49,8 @@ from medbatch.store import ResumeKey, RunManifest, RunStore, predictions_to_fram
 from medbatch.tasks.base import Task
 from medbatch.versions import package_versions
 
+__all__: list[str] = []  # internal: the loop behind `classify`
+
 logger = logging.getLogger("medbatch.pipeline")
 
 # Predictions are fsync'ed in groups: per record would cap throughput at the disk's sync

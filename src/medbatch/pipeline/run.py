@@ -120,7 +120,7 @@ def classify(
 
     Example:
         >>> from medbatch import get_task
-        >>> from medbatch.datasets.sample import load_ecg_sample
+        >>> from medbatch.testing.ecg_sample import load_ecg_sample
         >>> dataset, runner = load_ecg_sample()  # 16 records and recorded answers
         >>> result = classify(dataset, get_task("ecg"), runner)
         >>> len(result.predictions), result.metrics["coverage"], result.metrics["accuracy"]
