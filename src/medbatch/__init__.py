@@ -16,7 +16,6 @@ too). The names below load their module on first use (PEP 562), so
 from __future__ import annotations
 
 import importlib
-import warnings
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -108,8 +107,10 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-# Plumbing for back-end and parser authors, exported here before 0.2: they live in
-# `medbatch.records` and `medbatch.runners`, and the old spelling still works, with a warning.
+# Plumbing for back-end and parser authors, exported here before 0.2. They live in
+# `medbatch.records` and `medbatch.runners` and are no longer in `__all__` or `dir()`; the old
+# spelling still resolves (silently for now: existing code and tests use it, and a warning
+# would turn into an error under `-W error`).
 _MOVED: dict[str, str] = {
     "ChatMessage": "medbatch.records",
     "ImagePart": "medbatch.records",
@@ -127,11 +128,6 @@ _MOVED: dict[str, str] = {
 
 def __getattr__(name: str) -> Any:
     if name in _MOVED:
-        warnings.warn(
-            f"medbatch.{name} moved: import it from {_MOVED[name]}",
-            DeprecationWarning,
-            stacklevel=2,
-        )
         return getattr(importlib.import_module(_MOVED[name]), name)
     if name == "__version__":
         from medbatch.versions import package_versions
