@@ -23,6 +23,7 @@ FOUNDATION = (
     "medbatch.terminal",
     "medbatch.labels",
     "medbatch.records",
+    "medbatch.image_ref",
     "medbatch.registry",
     "medbatch.profiles",
     "medbatch.constraints",

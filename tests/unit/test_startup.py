@@ -52,7 +52,6 @@ def test_help_and_tasks_load_no_slow_module(argv: list[str]) -> None:
 
 def test_lazy_exports_still_resolve() -> None:
     import medbatch
-
     from medbatch.pipeline import classify
 
     assert medbatch.classify is classify
