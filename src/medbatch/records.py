@@ -12,14 +12,13 @@ image or one failed request cannot stop a batch.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
-from medbatch.image_ref import ImageRef
+from medbatch.image_ref import _FROZEN, ImageRef, _sha256
 from medbatch.redaction import redact
 
 if sys.version_info >= (3, 11):
@@ -50,12 +49,6 @@ __all__ = [
     "TextPart",
     "Usage",
 ]
-
-_FROZEN = ConfigDict(frozen=True, extra="forbid")
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class Record(BaseModel):
