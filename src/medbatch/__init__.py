@@ -5,6 +5,8 @@ import medbatch
 task = medbatch.get_task("ecg")
 dataset = medbatch.ImageFolderDataset("data/ecg", task.folder_map, labels=task.labels)
 result = medbatch.classify(dataset, task, runner, store="runs/ecg")
+evaluation = result.evaluate()  # or medbatch.evaluate("runs/ecg")
+page = result.report()  # or medbatch.write_report("runs/ecg")
 ```
 
 Importing medbatch never imports torch, transformers, vllm or snowflake: back-ends load
