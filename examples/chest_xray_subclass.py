@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import medbatch
-from medbatch import ChatMessage, ImagePart, Label, LabelSet, PromptTemplate, Record, TextPart
+from medbatch import Label, LabelSet, PromptTemplate, Record
 from medbatch.parsing.answer import FinalAnswerParser
+from medbatch.records import ChatMessage, ImagePart, InferenceRequest, TextPart
 
 # --- user code: the whole new modality ---------------------------------------------------
 CXR_LABELS = LabelSet(
@@ -91,7 +92,7 @@ def write_fake_xrays(root: Path, per_class: int = 3) -> Path:
     return root
 
 
-def brightness_answer(request: medbatch.InferenceRequest) -> str:
+def brightness_answer(request: InferenceRequest) -> str:
     """A stand-in model: bright lung fields read as pneumonia. Not a classifier."""
     from PIL import Image, ImageStat
 

@@ -24,7 +24,8 @@ try:
 except ImportError:
     sys.exit("custom_parser.py needs pytest to run the contract suite: pip install pytest")
 
-from medbatch import AnswerStatus, LabelParser, LabelSet, ParseResult
+from medbatch import AnswerStatus, LabelParser, LabelSet
+from medbatch.records import ParseResult
 from medbatch.tasks.ecg import ECG_LABELS
 from medbatch.testing.contracts import ParserContract
 

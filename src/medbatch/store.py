@@ -452,12 +452,3 @@ def _table_is_fresh(store: RunStore) -> bool:
         return False
     stamp = manifest.table.get("jsonl_bytes")
     return isinstance(stamp, int) and stamp == store.jsonl_size()
-
-
-def decode_json_column(value: Any) -> Any:
-    """Parse a JSON-string cell (`label_scores`, `metadata`) back into Python."""
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return None
-    if isinstance(value, str):
-        return json.loads(value)
-    return value

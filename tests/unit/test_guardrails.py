@@ -31,7 +31,6 @@ from medbatch.canary import (
 )
 from medbatch.errors import ConfigError
 from medbatch.profiles import GEMMA3, GENERIC, profile_for
-from medbatch.store import decode_json_column
 from medbatch.testing import FunctionRunner
 
 TASK = get_task("ecg")
@@ -297,7 +296,7 @@ def test_rows_whose_image_was_dropped_are_flagged_and_counted(tmp_path: Path) ->
     flagged = {
         row.record_id
         for row in result.predictions.itertuples()
-        if (decode_json_column(row.metadata) or {}).get("image_not_seen")
+        if json.loads(row.metadata or "{}").get("image_not_seen")
     }
     assert flagged == dropped
     assert evaluate(tmp_path / "run", n_bootstrap=0).guardrails.image_not_seen == 5

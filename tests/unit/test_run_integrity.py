@@ -171,11 +171,11 @@ def test_run_directory_without_manifest_stamp_reads_the_jsonl(images: Path, tmp_
 
 _KILL_SCRIPT = """
 import os, signal, sys
-import medbatch.pipeline as pipeline
+import medbatch.pipeline.loop as pipeline_loop
 from medbatch import ImageFolderDataset, classify, get_task
 from medbatch.testing import FunctionRunner
 
-pipeline._FLUSH_EVERY = 1  # every answer durable at once, so the kill point is exact
+pipeline_loop._FLUSH_EVERY = 1  # every answer durable at once, so the kill point is exact
 task = get_task("ecg")
 seen = []
 

@@ -158,7 +158,9 @@ def run_command(
             keep_duplicates=keep_duplicates,
             base=base,
         )
-        _preflight(dataset, task, where=config)
+        from medbatch.datasets.validation import check_labels
+
+        check_labels(dataset, task.labels, task=task.name, where=str(config))
     runner = run_config.build_runner()
     # Our progress bar says when the model loads; the hub's and transformers' own bars
     # ("Loading weights", downloads) would interleave with it.
@@ -239,8 +241,8 @@ def run_dataset(
     Returns:
         The dataset and the manifest's `sampling` facts.
     """
-    from medbatch.cli.sampling import sample_dataset
     from medbatch.datasets.base import SubsetDataset
+    from medbatch.datasets.sampling import sample_dataset
 
     # Build unsampled, then dedupe before sampling, so N per class are N distinct images.
     if base is None:
@@ -310,34 +312,3 @@ def _images_root(config: Path, dataset: Dataset, run_dir: Path) -> str | None:
     if isinstance(given, str) and not Path(given).expanduser().is_absolute():
         return Path(os.path.relpath(root.resolve(), run_dir.resolve())).as_posix()
     return str(root.resolve())
-
-
-def _preflight(dataset: Dataset, task: Task, *, where: Path) -> None:
-    """Refuse a run that cannot mean anything: no records, or truths outside the labels.
-
-    Reads record references only (no image is opened).
-
-    Raises:
-        DatasetError: Naming the config, the count and the unknown labels.
-    """
-    from collections import Counter
-
-    from medbatch.errors import DatasetError
-
-    records = 0
-    unknown: Counter[str] = Counter()
-    for record in dataset:
-        records += 1
-        if record.label is not None and record.label not in task.labels:
-            unknown[record.label] += 1
-    if records == 0:
-        raise DatasetError(
-            f"{where}: the dataset has no records; check [dataset] (root, label_map, "
-            "extensions): images must sit in one sub-folder per class"
-        )
-    if unknown:
-        listed = ", ".join(f"{label!r} ({n} records)" for label, n in unknown.most_common())
-        raise DatasetError(
-            f"{where}: labels not in task {task.name!r}: {listed}; the task's labels are "
-            f"{', '.join(task.labels.names)}. Map the folders with [dataset] label_map"
-        )

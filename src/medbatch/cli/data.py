@@ -83,10 +83,8 @@ def validate_command(
     plan.add_row("prompt tokens / image (text + image)", f"~{text_tokens} + {image_tokens}")
     plan.add_row("prompt tokens total", f"~{n * (text_tokens + image_tokens):,}")
     plan.add_row("max new tokens total", f"{n * params.max_tokens:,}")
-    describe_plan = getattr(runner, "plan", None)
-    if callable(describe_plan):
-        for key, value in describe_plan(n).items():
-            plan.add_row(markup(key), markup(value))
+    for key, value in runner.plan(n).items():
+        plan.add_row(markup(key), markup(value))
     console.print(plan)
     console.print(report.summary())
     if not report.ok:

@@ -124,9 +124,9 @@ def demo_command(
 
 
 def _replay_run(output_dir: Path) -> tuple[Path, str]:
-    from medbatch.datasets.sample import load_ecg_sample
     from medbatch.pipeline import classify
     from medbatch.tasks.registry import get_task
+    from medbatch.testing.ecg_sample import load_ecg_sample
 
     dataset, runner = load_ecg_sample()
     run_dir = output_dir / "replay-run"
@@ -148,9 +148,9 @@ def _replay_run(output_dir: Path) -> tuple[Path, str]:
 def _tiny_model_run(
     output_dir: Path, per_class: int, seed: int, keep_duplicates: bool
 ) -> tuple[Path, str]:
-    from medbatch.cli.sampling import sample_dataset
     from medbatch.datasets.base import ListDataset
     from medbatch.datasets.folder import ImageFolderDataset
+    from medbatch.datasets.sampling import sample_dataset
     from medbatch.datasets.synthetic import write_synthetic_ecg_dataset
     from medbatch.pipeline import classify
     from medbatch.records import GenerationParams

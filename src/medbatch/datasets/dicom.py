@@ -29,10 +29,11 @@ import numpy.typing as npt
 from PIL import Image
 
 from medbatch.datasets.base import Dataset
-from medbatch.datasets.synthetic import KAGGLE_PAGE_SIZE, LEAD_NAMES, render_ecg_paper
 from medbatch.errors import DatasetError, ImageLoadError, MissingDependencyError
 from medbatch.labels import LabelSet
 from medbatch.records import ImageRef, Record
+from medbatch.tasks.ecg.paper import render_ecg_paper
+from medbatch.tasks.ecg.signals import KAGGLE_PAGE_SIZE, LEAD_NAMES
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset as DicomFile

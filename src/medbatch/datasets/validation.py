@@ -43,7 +43,14 @@ from medbatch.records import Record, RecordError
 if TYPE_CHECKING:
     from rich.table import Table
 
-__all__ = ["EMPTY_DATASET", "Severity", "ValidationIssue", "ValidationReport", "validate_dataset"]
+__all__ = [
+    "EMPTY_DATASET",
+    "Severity",
+    "ValidationIssue",
+    "ValidationReport",
+    "check_labels",
+    "validate_dataset",
+]
 
 Severity = Literal["error", "warning", "info"]
 EMPTY_DATASET = "(dataset)"
@@ -339,3 +346,43 @@ def _duplicate_issues(records: list[Record], *, near: bool) -> list[ValidationIs
         )
         for error in find_duplicates(records, near=near).record_errors()
     ]
+
+
+def check_labels(dataset: Iterable[Record], labels: LabelSet, *, task: str, where: str) -> int:
+    """Refuse a run that cannot mean anything: no records, or truths outside the labels.
+
+    The cheap part of `validate_dataset`, for the start of a run: it reads record
+    references only (no image is opened).
+
+    Args:
+        dataset: The records.
+        labels: The task's labels.
+        task: The task's name, for the message.
+        where: What to name in the message (e.g. the config file).
+
+    Returns:
+        The number of records.
+
+    Raises:
+        DatasetError: Naming `where`, the count and the unknown labels.
+    """
+    from medbatch.errors import DatasetError
+
+    records = 0
+    unknown: Counter[str] = Counter()
+    for record in dataset:
+        records += 1
+        if record.label is not None and record.label not in labels:
+            unknown[record.label] += 1
+    if records == 0:
+        raise DatasetError(
+            f"{where}: the dataset has no records; check [dataset] (root, label_map, "
+            "extensions): images must sit in one sub-folder per class"
+        )
+    if unknown:
+        listed = ", ".join(f"{label!r} ({n} records)" for label, n in unknown.most_common())
+        raise DatasetError(
+            f"{where}: labels not in task {task!r}: {listed}; the task's labels are "
+            f"{', '.join(labels.names)}. Map the folders with [dataset] label_map"
+        )
+    return records

@@ -18,9 +18,12 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medbatch.records import ChatMessage, Record
+
+if TYPE_CHECKING:
+    from medbatch.profiles import ModelProfile
 
 __all__ = ["PromptTemplate"]
 
@@ -48,6 +51,20 @@ class PromptTemplate(ABC):
     @abstractmethod
     def definition(self) -> dict[str, Any]:
         """Everything that determines the rendered text, as JSON-serialisable data."""
+
+    def for_profile(self, profile: ModelProfile) -> PromptTemplate:
+        """This prompt adapted to a model's profile (e.g. no system role); `self` by default.
+
+        `classify` calls it once before a run. Override it when the rendered messages must
+        change with the model (the fingerprint then changes with them).
+
+        Args:
+            profile: The profile of the model the prompt is sent to.
+
+        Returns:
+            The prompt to render with: `self`, or an adapted copy.
+        """
+        return self
 
     @cached_property
     def fingerprint(self) -> str:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from medbatch.labels import LabelSet
 from medbatch.profiles import fold_system_messages
 from medbatch.prompts.base import PromptTemplate
 from medbatch.records import ChatMessage, ImagePart, Record, TextPart
+
+if TYPE_CHECKING:
+    from medbatch.profiles import ModelProfile
 
 __all__ = ["ChatPromptTemplate"]
 
@@ -83,6 +86,19 @@ class ChatPromptTemplate(PromptTemplate):
         }
         arguments.update(changes)
         return ChatPromptTemplate(**arguments)
+
+    def for_profile(self, profile: ModelProfile) -> ChatPromptTemplate:
+        """Fold the system text into the first user turn for a model without a system role.
+
+        Args:
+            profile: The profile of the model the prompt is sent to.
+
+        Returns:
+            A folded copy when `profile.system_role` is `"fold"`, else `self`.
+        """
+        if profile.system_role == "fold" and not self.fold_system:
+            return self.with_options(fold_system=True)
+        return self
 
     @cached_property
     def _fixed_parts(self) -> tuple[tuple[ChatMessage, ...], TextPart]:

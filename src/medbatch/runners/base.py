@@ -202,6 +202,20 @@ class BatchRunner(ABC):
         """Facts about this runner for the run manifest. Never include secrets."""
         return {"runner": self.name, "model_id": self.model_id}
 
+    def plan(self, n_records: int) -> dict[str, str]:
+        """What running `n_records` would involve (jobs, replicas, ...), for `medbatch validate`.
+
+        Reads settings only: nothing is started, submitted or loaded. Empty by default;
+        a back-end with something to plan (remote jobs) overrides it.
+
+        Args:
+            n_records: The records the run would send.
+
+        Returns:
+            Rows of the plan, name to value, in display order.
+        """
+        return {}
+
     def state(self) -> dict[str, Any]:
         """Resumable state to persist in the run manifest (e.g. a remote job's name)."""
         return {}

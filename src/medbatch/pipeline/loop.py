@@ -1,27 +1,13 @@
-"""`classify()`: the one loop that wires dataset → prompt → runner → parser → store.
-
-Records stream through: requests are built lazily, the runner answers batch by batch, and
-each prediction is written to the run store as it arrives. Nothing holds all images in
-memory, and a run interrupted at any point resumes without losing or duplicating a record.
-"""
+"""The streaming loop of one `classify` call: canary, image probe, re-prompt, rows."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
-import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
-from pathlib import Path
-from types import FrameType
+from dataclasses import dataclass
 from typing import Any, Literal
-
-import pandas as pd
 
 from medbatch.canary import (
     MIN_IMAGE_TOKENS,
@@ -32,13 +18,21 @@ from medbatch.canary import (
     evaluate_canary,
     probe_image_seen,
 )
-from medbatch.datasets.base import Dataset, SubsetDataset
-from medbatch.errors import ConfigError, ImageLoadError, RunStoreError
+from medbatch.datasets.base import Dataset
+from medbatch.errors import ImageLoadError, RunStoreError
 from medbatch.evaluation import summarize
-from medbatch.images import check_pixels
 from medbatch.parsing.interpret import interpret_response
-from medbatch.profiles import ModelProfile, profile_for
-from medbatch.prompts.chat import ChatPromptTemplate
+from medbatch.pipeline.result import RunResult
+from medbatch.pipeline.support import (
+    _check_before_sending,
+    _config_differences,
+    _config_summary,
+    _dataset_source,
+    _now,
+    _progress_bar,
+    _safe_len,
+)
+from medbatch.profiles import ModelProfile
 from medbatch.records import (
     AnswerStatus,
     GenerationParams,
@@ -49,16 +43,15 @@ from medbatch.records import (
     Record,
     Usage,
 )
-from medbatch.redaction import install_log_redaction, remember_runner_secrets
 from medbatch.reprompt import follow_up_request
 from medbatch.runners.base import BatchRunner
 from medbatch.store import ResumeKey, RunManifest, RunStore, predictions_to_frame
 from medbatch.tasks.base import Task
 from medbatch.versions import package_versions
 
-__all__ = ["RunResult", "RunTerminated", "classify"]
+__all__: list[str] = []  # internal: the loop behind `classify`
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("medbatch.pipeline")
 
 # Predictions are fsync'ed in groups: per record would cap throughput at the disk's sync
 # rate (milliseconds per sync). A crash loses at most the last second of answers (or 1,024
@@ -66,28 +59,6 @@ logger = logging.getLogger(__name__)
 _FLUSH_EVERY = 1024
 _REPROMPTABLE = frozenset({AnswerStatus.UNPARSEABLE, AnswerStatus.TRUNCATED})
 _FLUSH_SECONDS = 1.0
-
-
-@dataclass
-class RunResult:
-    """What `classify` returns.
-
-    Attributes:
-        predictions: One row per record of the dataset, in dataset order (see
-            `medbatch.records.Prediction` for the columns).
-        metrics: Headline figures (accuracy, coverage, counts per status).
-        manifest: What ran.
-        run_dir: Where results are stored, when a store was used.
-        skipped: Records answered by an earlier call and reused (resume), each counted once
-            (canary records answered in this call are not "reused").
-    """
-
-    predictions: pd.DataFrame
-    metrics: dict[str, Any]
-    manifest: RunManifest
-    run_dir: Path | None = None
-    skipped: int = 0
-    constraint_ignored: int = field(default=0)
 
 
 @dataclass
@@ -120,207 +91,6 @@ class _Collector:
             self.store.append(self.buffer)
         self.buffer = []
         self.last_flush = time.monotonic()
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def classify(
-    dataset: Dataset,
-    task: Task,
-    runner: BatchRunner,
-    *,
-    store: RunStore | str | Path | None = None,
-    resume: bool = True,
-    retry_failed: bool | Literal["all"] = False,
-    add_to_run: bool = False,
-    limit: int | None = None,
-    params: GenerationParams | None = None,
-    constrained: bool | LabelConstraint = False,
-    canary: int | Literal["auto"] = "auto",
-    canary_thresholds: CanaryThresholds | None = None,
-    reprompt: bool = False,
-    profile: ModelProfile | None = None,
-    progress: bool | None = None,
-    on_prediction: Callable[[Prediction], None] | None = None,
-    manifest_extra: dict[str, Any] | None = None,
-) -> RunResult:
-    """Classify every record of `dataset` with `task` on `runner`.
-
-    Args:
-        dataset: The records.
-        task: Labels, prompt and parser (e.g. `get_task("ecg")`).
-        runner: The back-end. It is started when the first record needs it (a resume with
-            nothing left to do never loads the model) and closed at the end (starting twice
-            is harmless, so a runner already in a `with` block is fine).
-        store: A run directory (or `RunStore`) to stream predictions to; None keeps results
-            in memory only.
-        resume: Reuse predictions already in `store` whose image, prompt, model and
-            parameters match; only the rest is run.
-        retry_failed: With `resume`, run again the records whose stored answer is an error
-            that may succeed on a new try (`RecordError.retryable`: a failed request, a
-            lost job); answered records are kept, and so are errors marked not retryable
-            (an image the server refused as too large). `"all"` runs every stored error
-            again.
-        add_to_run: Write to a `store` that already holds a run of another task, model,
-            prompt, generation parameters or dataset folder. Without it that is refused
-            (`RunStoreError`) so two runs are never mixed silently; with it the newest
-            answer of each record wins and the earlier configuration is kept in the
-            manifest's `history`.
-        limit: Only the first `limit` records.
-        params: Generation parameters; the task's defaults when None.
-        constrained: Constrain answers to the task's labels (True for `choice` mode, or a
-            `LabelConstraint`); the task's constrained-decoding prompt is used.
-        canary: Records to run first as a canary (stratified); the run stops with
-            `CanaryFailedError` if they fall below `canary_thresholds` or the image does not
-            reach the model. `"auto"` runs 8 for runners that declare `expensive` in their
-            capabilities and datasets of more than 64 records; 0 disables it.
-        canary_thresholds: When a canary fails; defaults to `CanaryThresholds()`.
-        reprompt: For answers with no verdict (unparseable or truncated), ask once more in a
-            follow-up turn for the label only (constrained where the back-end supports it).
-            Both answers are kept; the method is recorded.
-        profile: Model profile; chosen from `runner.model_id` when None (see
-            `medbatch.profiles`). A profile without a system role folds the system text
-            into the first user turn, so every back-end sends the same prompt.
-        progress: Show a progress bar; None means only when stderr is a terminal.
-        on_prediction: Called with each new prediction as it arrives.
-        manifest_extra: Extra JSON-serialisable facts for the manifest (sampling, etc.).
-
-    Returns:
-        A `RunResult`: one prediction row per record, joined to record id, image sha256 and
-        ground truth, plus headline metrics.
-
-    Raises:
-        RunStoreError: The run directory cannot be written, is in use, or holds a run of
-            another configuration (see `add_to_run`).
-        CanaryFailedError: The canary subset failed; nothing else was run.
-
-    Example:
-        >>> from medbatch import get_task
-        >>> from medbatch.datasets.sample import load_ecg_sample
-        >>> dataset, runner = load_ecg_sample()  # 16 records and recorded answers
-        >>> result = classify(dataset, get_task("ecg"), runner)
-        >>> len(result.predictions), result.metrics["coverage"], result.metrics["accuracy"]
-        (16, 0.8125, 0.625)
-    """
-    constraint: LabelConstraint | None = None
-    if constrained:
-        constraint = constrained if isinstance(constrained, LabelConstraint) else task.constraint()
-        task = task.for_constrained_decoding()
-        if constraint.mode == "score" and not runner.capabilities.likelihood_scoring:
-            raise ConfigError(
-                f"runner {runner.name!r} cannot classify by likelihood (mode='score'): it "
-                "computes no exact label scores; use mode='choice' (constrained generation)"
-            )
-    profile = profile or runner.profile or profile_for(runner.model_id)
-    task = _apply_profile(task, profile)
-    if limit is not None:
-        dataset = SubsetDataset(dataset, limit)
-    loop = _RunLoop(
-        dataset=dataset,
-        task=task,
-        runner=runner,
-        store=RunStore(store) if isinstance(store, (str, Path)) else store,
-        params=params or task.params,
-        constraint=constraint,
-        retry_failed=retry_failed,
-        on_prediction=on_prediction,
-        profile=profile,
-        reprompt=reprompt,
-    )
-    loop.prepare(resume=resume, add_to_run=add_to_run, manifest_extra=manifest_extra or {})
-    show = progress if progress is not None else sys.stderr.isatty()
-    canary_size = _canary_size(canary, runner, dataset)
-    remember_runner_secrets(runner)
-    install_log_redaction()
-    with _sigterm_as_interrupt():
-        try:
-            # The runner starts only when a record needs it (a resume with nothing left to
-            # do never loads the model); it is closed whatever happens.
-            try:
-                if canary_size:
-                    loop.run_canary(canary_size, canary_thresholds or CanaryThresholds())
-                loop.execute(dataset, show_progress=show)
-                if reprompt:
-                    loop.reprompt_unparsed()
-            finally:
-                runner.close()
-        except BaseException as exc:
-            loop.abort(exc)
-            raise
-        return loop.finish()
-
-
-class RunTerminated(KeyboardInterrupt):
-    """SIGTERM arrived during `classify` (a scheduler, `docker stop`, `kill`).
-
-    Handled like Ctrl-C: the answers that arrived are written, the manifest says
-    `interrupted`, and the same call with `resume=True` goes on where it stopped. A
-    `KeyboardInterrupt`, so `except Exception` blocks do not swallow it.
-    """
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Raise `RunTerminated` on the first SIGTERM while a run is in progress.
-
-    Only where SIGTERM would otherwise kill the process outright (its handler is the
-    default) and only on the main thread (the only one Python delivers signals to); the
-    previous handler is put back afterwards. A second SIGTERM during the clean-up is
-    ignored, so the manifest write it is waiting for can finish.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    try:
-        previous = signal.getsignal(signal.SIGTERM)
-    except (AttributeError, ValueError):
-        previous = None
-    if previous is not signal.SIG_DFL:
-        yield  # the host handles SIGTERM its own way (or ignores it)
-        return
-    fired = False
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        nonlocal fired
-        if not fired:
-            fired = True
-            raise RunTerminated(f"terminated by signal {signum} (SIGTERM)")
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _check_before_sending(record: Record) -> None:
-    """The pixel limit, checked once here for every runner (and again where images decode).
-
-    A runner that sends files unchanged (a stage upload, a data URL) would otherwise let a
-    decompression bomb through that `medbatch validate` and the decoding runners refuse.
-    """
-    check_pixels(record.image)
-
-
-def _apply_profile(task: Task, profile: ModelProfile) -> Task:
-    if profile.system_role != "fold":
-        return task
-    prompt = task.prompt
-    if isinstance(prompt, ChatPromptTemplate) and not prompt.fold_system:
-        folded = prompt.with_options(fold_system=True)
-        return replace(task, prompts={**task.prompts, task.prompt_version: folded})
-    return task
-
-
-def _canary_size(canary: int | Literal["auto"], runner: BatchRunner, dataset: Dataset) -> int:
-    if canary == "auto":
-        if not runner.capabilities.expensive:
-            return 0
-        size = _safe_len(dataset)
-        return 8 if size is None or size > 64 else 0
-    return max(0, canary)
 
 
 class _RunLoop:
@@ -727,131 +497,3 @@ class _RunLoop:
             created_at=_now(),
             metadata=metadata,
         )
-
-
-_COMPARED = (
-    ("task", "task"),
-    ("model_id", "model"),
-    ("prompt_fingerprint", "prompt"),
-    ("params_fingerprint", "generation params"),
-    ("constrained", "constrained decoding"),
-)
-
-
-def _config_differences(previous: RunManifest, current: RunManifest) -> list[str]:
-    """What makes `current` another run than the one stored (empty when it is the same)."""
-    differences = []
-    for attribute, name in _COMPARED:
-        old, new = getattr(previous, attribute), getattr(current, attribute)
-        if old == new:
-            continue
-        if attribute == "prompt_fingerprint":
-            old = f"{previous.prompt_version} {old}"
-            new = f"{current.prompt_version} {new}"
-        elif attribute == "params_fingerprint":
-            changed = sorted(
-                key
-                for key in set(previous.params) | set(current.params)
-                if previous.params.get(key) != current.params.get(key)
-            )
-            if changed:
-                differences.append(
-                    "generation params "
-                    + ", ".join(
-                        f"{key} {previous.params.get(key)!r} → {current.params.get(key)!r}"
-                        for key in changed
-                    )
-                )
-                continue
-        differences.append(f"{name} {old!r} → {new!r}")
-    old_source = previous.dataset.get("source")
-    new_source = current.dataset.get("source")
-    # Only a different folder is another dataset: a limit, a sample or added images of the
-    # same folder are the same run, extended or resumed on a part.
-    if old_source and new_source and old_source != new_source:
-        differences.append(f"dataset {old_source!r} → {new_source!r}")
-    return differences
-
-
-def _config_summary(manifest: RunManifest) -> dict[str, Any]:
-    return {
-        "task": manifest.task,
-        "model_id": manifest.model_id,
-        "prompt_version": manifest.prompt_version,
-        "prompt_fingerprint": manifest.prompt_fingerprint,
-        "params_fingerprint": manifest.params_fingerprint,
-        "constrained": manifest.constrained,
-        "dataset": manifest.dataset,
-        "started_at": manifest.started_at,
-        "status": manifest.status,
-    }
-
-
-def _dataset_source(dataset: Dataset) -> str | None:
-    """The folder (or file) a dataset reads, when it has one: what makes it "the same"."""
-    while isinstance(dataset, SubsetDataset):
-        dataset = dataset.base
-    for attribute in ("root", "path", "source"):
-        value = getattr(dataset, attribute, None)
-        if isinstance(value, (str, Path)) and str(value):
-            return str(Path(value).expanduser().resolve())
-    return None
-
-
-def _escape(text: str) -> str:
-    from medbatch.terminal import markup
-
-    return markup(text)
-
-
-def _safe_len(dataset: Dataset) -> int | None:
-    try:
-        return len(dataset)
-    except (TypeError, NotImplementedError):
-        return None
-
-
-class _progress_bar:  # noqa: N801 - used like a function in a with statement
-    """A rich progress bar, or a no-op, yielding an `advance()` callable."""
-
-    def __init__(self, show: bool, total: int | None, description: str) -> None:
-        self.show = show
-        self.total = total
-        self.description = description
-        self._progress: Any = None
-        self._task_id: Any = None
-
-    def __enter__(self) -> Callable[[], None]:
-        if not self.show:
-            return lambda: None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            transient=False,
-        )
-        self._progress.start()
-        self._task_id = self._progress.add_task(_escape(self.description), total=self.total)
-        progress = self._progress
-        task_id = self._task_id
-        return lambda: progress.advance(task_id)
-
-    def describe(self, text: str) -> None:
-        """Say what is happening now (starting the runner, ...) in place of the task name."""
-        if self._progress is not None:
-            self._progress.update(self._task_id, description=_escape(text))
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()

@@ -4,6 +4,10 @@ Labels and the chain-of-thought prompt (`cot-v1`) are the notebook's, word for w
 results are comparable with it. `direct-v1` is a short prompt for constrained decoding.
 The folder map follows the Kaggle set `evilspirit05/ecg-analysis`, a mirror of Khan &
 Hussain's ECG images dataset of cardiac patients (Mendeley Data, CC BY 4.0).
+
+The package also holds the synthetic ECG generator: `signals` (the physiology, numpy only)
+and `paper` (the drawing, with PIL), loaded only when used. Like every task it imports no
+dataset, runner, result or CLI module.
 """
 
 from __future__ import annotations

@@ -1,0 +1,20 @@
+"""`classify()`: the one loop that wires dataset → prompt → runner → parser → store.
+
+Records stream through: requests are built lazily, the runner answers batch by batch, and
+each prediction is written to the run store as it arrives. Nothing holds all images in
+memory, and a run interrupted at any point resumes without losing or duplicating a record.
+
+The package holds `run` (`classify` and its checks before a run), `loop` (the streaming
+loop: canary, image probe, re-prompt, prediction rows), `result` (`RunResult`) and
+`support` (SIGTERM, progress bar, manifest comparison). It sits above every other layer
+of the library (datasets, tasks, runners, store, evaluation) and must not import
+`medbatch.cli`.
+"""
+
+from __future__ import annotations
+
+from medbatch.pipeline.result import RunResult
+from medbatch.pipeline.run import Guardrails, classify
+from medbatch.pipeline.support import RunTerminated
+
+__all__ = ["Guardrails", "RunResult", "RunTerminated", "classify"]
