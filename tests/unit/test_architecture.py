@@ -171,15 +171,23 @@ def violations(graph: dict[str, set[str]]) -> list[str]:
                 f"{importer} -> {imported} (the library never imports the CLI or the doubles)"
             )
         if _within(importer, ("medbatch.runners",)):
-            # A runner imports the contract (`runners.base`) and its own modules, never
-            # another runner.
+            # A runner imports the contract (`runners.base`), its own modules and private
+            # building blocks (`runners._hf`, `runners._event_loop`, ...), never another
+            # runner; a private building block imports no runner at all.
             own = ".".join(importer.split(".")[:3])
+            private = importer.split(".")[2].startswith("_") if importer.count(".") >= 2 else False
             if (
                 _within(imported, ("medbatch.runners",))
                 and not _within(imported, ("medbatch.runners.base", own))
+                and not (imported.count(".") >= 2 and imported.split(".")[2].startswith("_"))
                 and importer != "medbatch.runners"
             ):
-                found.append(f"{importer} -> {imported} (runners never import each other)")
+                why = (
+                    "private runner modules import no runner"
+                    if private
+                    else ("runners never import each other")
+                )
+                found.append(f"{importer} -> {imported} ({why})")
     return found
 
 
