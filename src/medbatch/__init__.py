@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from medbatch.parsing.answer import FinalAnswerParser
     from medbatch.parsing.base import LabelParser
     from medbatch.parsing.json import JSONLabelParser
-    from medbatch.pipeline import Guardrails, RunResult, classify
+    from medbatch.pipeline import GuardrailOptions, RunResult, classify
     from medbatch.prompts.base import PromptTemplate
     from medbatch.prompts.chat import ChatPromptTemplate
     from medbatch.records import (
@@ -70,7 +70,7 @@ _EXPORTS: dict[str, str] = {
     "DatasetError": "medbatch.errors",
     "FinalAnswerParser": "medbatch.parsing.answer",
     "GenerationParams": "medbatch.records",
-    "Guardrails": "medbatch.pipeline",
+    "GuardrailOptions": "medbatch.pipeline",
     "ImageFolderDataset": "medbatch.datasets.folder",
     "ImageLoadError": "medbatch.errors",
     "ImageRef": "medbatch.records",
@@ -157,7 +157,7 @@ __all__ = [
     "DatasetError",
     "FinalAnswerParser",
     "GenerationParams",
-    "Guardrails",
+    "GuardrailOptions",
     "ImageFolderDataset",
     "ImageLoadError",
     "ImageRef",

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import medbatch
-from medbatch import Guardrails, ListDataset, Record, classify, get_task
+from medbatch import GuardrailOptions, ListDataset, Record, classify, get_task
 from medbatch.canary import CanaryFailedError
 from medbatch.datasets.validation import check_labels
 from medbatch.errors import DatasetError
@@ -88,16 +88,16 @@ def test_guardrails_object_runs_the_canary() -> None:
     expensive = RunnerCapabilities(batching=True, expensive=True)
     runner = FunctionRunner(lambda r: "I am not sure.", capabilities=expensive)
     with pytest.raises(CanaryFailedError):
-        classify(_dataset(80), TASK, runner, guardrails=Guardrails(canary=4))
+        classify(_dataset(80), TASK, runner, guardrails=GuardrailOptions(canary=4))
     assert len(runner.requests_seen) == 4  # the canary's size came from the object
     off = FunctionRunner(lambda r: "I am not sure.", capabilities=expensive)
-    assert len(classify(_dataset(80), TASK, off, guardrails=Guardrails(canary=0)).predictions)
+    assert len(classify(_dataset(80), TASK, off, guardrails=GuardrailOptions(canary=0)).predictions)
 
 
 def test_guardrails_and_the_old_arguments_are_not_mixed() -> None:
     runner = FunctionRunner(_answer_truth)
     with pytest.raises(TypeError, match="not both"):
-        classify(_dataset(1), TASK, runner, guardrails=Guardrails(), reprompt=True)
+        classify(_dataset(1), TASK, runner, guardrails=GuardrailOptions(), reprompt=True)
 
 
 def test_a_constraint_the_runner_cannot_honour_is_announced_before_the_run(

@@ -14,7 +14,7 @@ of the library (datasets, tasks, runners, store, evaluation) and must not import
 from __future__ import annotations
 
 from medbatch.pipeline.result import RunResult
-from medbatch.pipeline.run import Guardrails, classify
+from medbatch.pipeline.run import GuardrailOptions, classify
 from medbatch.pipeline.support import RunTerminated
 
-__all__ = ["Guardrails", "RunResult", "RunTerminated", "classify"]
+__all__ = ["GuardrailOptions", "RunResult", "RunTerminated", "classify"]

@@ -22,13 +22,13 @@ from medbatch.runners.base import BatchRunner
 from medbatch.store import RunStore
 from medbatch.tasks.base import Task
 
-__all__ = ["Guardrails", "classify"]
+__all__ = ["GuardrailOptions", "classify"]
 
 logger = logging.getLogger("medbatch.pipeline")
 
 
 @dataclass(frozen=True)
-class Guardrails:
+class GuardrailOptions:
     """The checks `classify` runs around the main pass, as one object.
 
     Attributes:
@@ -59,7 +59,7 @@ def classify(
     canary: int | Literal["auto"] = "auto",
     canary_thresholds: CanaryThresholds | None = None,
     reprompt: bool = False,
-    guardrails: Guardrails | None = None,
+    guardrails: GuardrailOptions | None = None,
     profile: ModelProfile | None = None,
     progress: bool | None = None,
     on_prediction: Callable[[Prediction], None] | None = None,
@@ -128,9 +128,11 @@ def classify(
         (16, 0.8125, 0.625)
     """
     if guardrails is None:
-        guardrails = Guardrails(canary, canary_thresholds, reprompt)
+        guardrails = GuardrailOptions(canary, canary_thresholds, reprompt)
     elif (canary, canary_thresholds, reprompt) != ("auto", None, False):
-        raise TypeError("give guardrails=Guardrails(...) or canary/reprompt arguments, not both")
+        raise TypeError(
+            "give guardrails=GuardrailOptions(...) or canary/reprompt arguments, not both"
+        )
     constraint: LabelConstraint | None = None
     if constrained:
         constraint = constrained if isinstance(constrained, LabelConstraint) else task.constraint()
