@@ -131,9 +131,9 @@ def test_ray_uses_the_shared_settings_convention(tmp_path: Path) -> None:
     recorded = tmp_path / "answers.jsonl"
     recorded.write_text("")
     inner = {"kind": "replay", "path": str(recorded)}
-    config = RayRunnerConfig(inner=inner, num_actors=3)  # type: ignore[arg-type]
+    config = RayRunnerConfig(inner=inner, num_actors=3)
     assert RayRunner(config).config is config  # no overrides: the caller's object is kept
-    by_both = RayRunner(RayRunnerConfig(inner=inner), num_actors=3)  # type: ignore[arg-type]
+    by_both = RayRunner(RayRunnerConfig(inner=inner), num_actors=3)
     assert by_both.config == RayRunner(inner=inner, num_actors=3).config == config
     assert RayRunner.from_config(config).config == config
     assert "from_config" not in vars(RayRunner)
