@@ -40,16 +40,33 @@ logger = logging.getLogger(__name__)
 
 
 class RunnerCapabilities(BaseModel):
-    """What a back-end can do; the pipeline and guardrails read it.
+    """What a back-end can do; the pipeline, guardrails and `BatchRunner.run` read it.
+
+    Each capability and where it is acted on (tests/unit/runners/test_capabilities.py
+    fails when a capability is read nowhere and is not marked deprecated here):
 
     Attributes:
-        batching: Several requests are processed together.
-        constrained_decoding: `LabelConstraint` is honoured natively.
-        label_scores: `InferenceResponse.label_scores` can be filled.
+        batching: Deprecated, informational only: nothing in medbatch reads it (every
+            runner is fed `batch_size` requests at a time whatever it says). Still
+            accepted so existing runners validate; it will be removed.
+        constrained_decoding: `LabelConstraint` is honoured natively. Read by `classify`
+            (warns when a constraint is asked of a runner without it) and by the run loop
+            (which sends the constraint only to a runner with it).
+        label_scores: `InferenceResponse.label_scores` can be filled. Read by `classify`
+            (warns when log-probabilities are asked of a runner without it); the OpenAI
+            runner clears it when its server ignores `logprobs`.
         likelihood_scoring: `LabelConstraint(mode="score")` is honoured: the answer is the
-            argmax of exact label scores, computed without generating.
-        image_inputs: How images can reach the model: `bytes` (sent inline), `url`
-            (http/data URLs passed through), `stage` (Snowflake stage paths).
+            argmax of exact label scores, computed without generating. Read by `classify`,
+            which refuses score mode on a runner without it.
+        image_inputs: How images can reach the model: `bytes` (a local file or in-memory
+            bytes, read and sent by the runner), `url` (http/data URLs passed through),
+            `stage` (Snowflake stage paths passed by reference). Read by `BatchRunner.run`,
+            which logs one warning per run and kind for a request carrying an image of a
+            kind the runner did not declare (the record then usually fails with
+            `image_error`). No runner picks its transport from it: where there is a choice
+            it is a setting (vLLM's `image_transport`, which also needs
+            `allowed_local_media_path`); the OpenAI runner has none (files go inline as
+            data URLs, URLs pass through).
         expensive: Each run costs real money or GPU time (remote jobs, servers, engines),
             so `classify` runs a canary subset first by default.
     """
@@ -255,12 +272,30 @@ class BatchRunner(ABC):
             ValueError: Two requests share a record id (a caller bug, not a record failure).
         """
         seen_ids: set[str] = set()
+        warned: set[str] = set()
         for batch in _chunks(requests, self.batch_size):
             for request in batch:
                 if request.record_id in seen_ids:
                     raise ValueError(f"duplicate request for record {request.record_id!r}")
                 seen_ids.add(request.record_id)
+                self._check_image_inputs(request, warned)
             yield from self._answer_batch(batch)
+
+    def _check_image_inputs(self, request: InferenceRequest, warned: set[str]) -> None:
+        """Warn once per run and kind about an image the runner did not declare it takes."""
+        accepted = self.capabilities.image_inputs
+        for image in request.images:
+            kind = _IMAGE_INPUT[image.kind]
+            if kind not in accepted and kind not in warned:
+                warned.add(kind)
+                logger.warning(
+                    "%s takes images as %s, but record %r has a %s image: such records "
+                    "will probably fail with image_error",
+                    self.name,
+                    ", ".join(sorted(accepted)) or "nothing",
+                    request.record_id,
+                    kind,
+                )
 
     def _answer_batch(self, batch: Sequence[InferenceRequest]) -> Iterator[InferenceResponse]:
         pending = {request.record_id: request for request in batch}
@@ -293,6 +328,10 @@ class BatchRunner(ABC):
                 "missing_response",
                 f"{self.name} returned no answer for this record",
             )
+
+
+# `ImageRef.kind` -> the `RunnerCapabilities.image_inputs` name a runner declares for it.
+_IMAGE_INPUT = {"path": "bytes", "bytes": "bytes", "url": "url", "stage": "stage"}
 
 
 def _chunks(

@@ -54,9 +54,10 @@ Notes per server:
     - `structured_outputs="none"` sends no constraint: the pipeline then parses free text
       (and flags answers outside the labels).
 
-The module holds the runner and its settings; the wire format (bodies, response mapping)
-is `medbatch.openai_wire`, the retry policy `medbatch.runners._openai_retry`, the event-loop
-thread `medbatch.runners._event_loop`. `chat_completion_body`, `completion_to_response` and
+The module holds the runner; its settings are `medbatch.runners._openai_config`
+(re-exported here), the wire format (bodies, response mapping) `medbatch.openai_wire`,
+the retry policy `medbatch.runners._openai_retry`, the event-loop thread
+`medbatch.runners._event_loop`. `chat_completion_body`, `completion_to_response` and
 `render_messages` are re-exported here, where they used to live.
 
 Example:
@@ -79,10 +80,9 @@ import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import httpx
-from pydantic import Field
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -108,6 +108,7 @@ from medbatch.profiles import ModelProfile, profile_for
 from medbatch.records import ChatMessage, InferenceRequest, InferenceResponse
 from medbatch.redaction import redact
 from medbatch.runners._event_loop import LoopThread
+from medbatch.runners._openai_config import OpenAICompatibleRunnerConfig
 from medbatch.runners._openai_retry import (
     BackoffHonouringRetryAfter,
     ConnectionBreaker,
@@ -130,80 +131,6 @@ logger = logging.getLogger(__name__)
 
 _REASON_CHARS = 200
 _DATA_URL_TEXT = re.compile(r"data:[\w/+.-]+;base64,[A-Za-z0-9+/=]+")
-
-
-class OpenAICompatibleRunnerConfig(RunnerConfig):
-    """Settings of `OpenAICompatibleRunner` (`[runner] kind = "openai"`)."""
-
-    base_url: str = Field(
-        description="API root as for the OpenAI SDK, e.g. http://127.0.0.1:8000/v1."
-    )
-    model: str = Field(description="Model name the server knows (Azure: the deployment).")
-    api_key_env: str | None = Field(
-        default="OPENAI_API_KEY",
-        description="Environment variable holding the API key; unset or None sends none.",
-    )
-    api_key_header: Literal["authorization", "api-key"] = Field(
-        default="authorization",
-        description="Send the key as 'Authorization: Bearer' or as 'api-key' (Azure).",
-    )
-    concurrency: int = Field(default=16, ge=1, le=1024, description="Requests in flight.")
-    timeout_s: float = Field(
-        default=120.0,
-        gt=0,
-        description="Longest one attempt may take, connecting to the last byte, seconds.",
-    )
-    max_retries: int = Field(
-        default=4, ge=0, description="Retries of a failed request (429/5xx/timeout/bad body)."
-    )
-    max_connection_failures: int = Field(
-        default=8,
-        ge=0,
-        description="Attempts in a row with no HTTP answer (refused, dropped, timed out) "
-        "after which the server is taken as down and the remaining records fail at once; "
-        "0: never give up.",
-    )
-    backoff_initial_s: float = Field(
-        default=0.5, ge=0, description="First backoff; doubles each retry."
-    )
-    backoff_max_s: float = Field(default=30.0, ge=0, description="Longest exponential backoff.")
-    jitter_s: float = Field(default=0.5, ge=0, description="Random extra wait, 0..jitter_s.")
-    retry_after_max_s: float = Field(
-        default=120.0, ge=0, description="Cap on a server's Retry-After wait."
-    )
-    structured_outputs: Literal["response_format", "vllm", "none"] = Field(
-        default="response_format",
-        description="How a label constraint is sent: response_format json_schema (OpenAI, "
-        "Azure, Ollama, LM Studio, vLLM), vLLM's structured_outputs, or not at all.",
-    )
-    logprobs: bool = Field(
-        default=False,
-        description="Always ask for token log-probabilities (label scores need them).",
-    )
-    top_logprobs: int = Field(
-        default=5, ge=0, le=20, description="Alternatives per token when log-probs are asked."
-    )
-    max_image_side: int | None = Field(
-        default=None,
-        ge=0,
-        description="Shrink images to this side; None: the model's native size if known; "
-        "0: never shrink.",
-    )
-    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = Field(
-        default="max_tokens", description="Body key for the answer length (newer OpenAI models)."
-    )
-    extra_headers: dict[str, str] = Field(
-        default_factory=dict, description="Extra HTTP headers (never put secrets here)."
-    )
-    extra_body: dict[str, Any] = Field(
-        default_factory=dict, description="Extra body fields, e.g. {'top_k': 1} for vLLM."
-    )
-    extra_query: dict[str, str] = Field(
-        default_factory=dict, description="Query parameters, e.g. Azure's api-version."
-    )
-    batch_size: int | None = Field(
-        default=None, ge=1, description="Requests per streamed batch; None: 4 × concurrency."
-    )
 
 
 _DONE = object()

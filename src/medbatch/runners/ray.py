@@ -28,22 +28,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from medbatch._validation import first_error
 from medbatch.errors import ConfigError, MissingDependencyError, RunnerError
 from medbatch.records import InferenceRequest, InferenceResponse
 from medbatch.registry import RUNNERS
 from medbatch.runners.base import BatchRunner, RunnerConfig, _chunks
-
-if TYPE_CHECKING:
-    import sys
-
-    if sys.version_info >= (3, 11):
-        from typing import Self
-    else:  # Python 3.10
-        from typing_extensions import Self
 
 __all__ = ["InnerRunnerSpec", "RayRunner", "RayRunnerConfig"]
 
@@ -82,11 +75,9 @@ class InnerRunnerSpec(BaseModel):
         try:
             return config_cls.model_validate(self.options())
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(part) for part in error['loc']) or 'inner'}: {error['msg']}"
-                for error in exc.errors()
-            )
-            raise ConfigError(f"[runner.inner] {self.kind}: {problems}") from exc
+            raise ConfigError(
+                f"[runner.inner] {self.kind}: {first_error(exc, config_cls)}"
+            ) from exc
 
     def build(self) -> BatchRunner:
         """A new, not yet started inner runner."""
@@ -217,11 +208,7 @@ class RayRunner(BatchRunner):
         factory: RunnerFactory | None = None,
         **overrides: Any,
     ) -> None:
-        base = config.model_dump(exclude_unset=True) if config is not None else {}
-        try:
-            self.config = RayRunnerConfig.model_validate({**base, **overrides})
-        except ValidationError as exc:
-            raise ConfigError(f"RayRunner: {exc}") from exc
+        self.config: RayRunnerConfig = self._settings(config, overrides)
         if (factory is None) == (self.config.inner is None):
             raise ConfigError("RayRunner needs exactly one of `inner` (a runner spec) or `factory`")
         if factory is None:
@@ -241,12 +228,6 @@ class RayRunner(BatchRunner):
         self._deaths: list[int] = []
         self._generation: list[int] = []
         self._submitted: dict[tuple[str, ...], tuple[Any, int, int]] = {}
-
-    @classmethod
-    def from_config(cls, config: RunnerConfig) -> Self:
-        """Build from a `RayRunnerConfig`."""
-        assert isinstance(config, RayRunnerConfig)
-        return cls(config)
 
     def describe(self) -> dict[str, Any]:
         """Runner facts for the manifest, the inner runner's included."""

@@ -19,7 +19,8 @@ Each job gets its own output folder: `OVERWRITE` empties the folder it is given 
 the client, 2.x in the server's preflight), so a shared folder would let one job delete
 another run's results. Works with the releases `medbatch.snowflake.api.SUPPORTED_RELEASES`
 names (see `medbatch.snowflake.api`). The input rows are built in `medbatch.snowflake.inputs`,
-the wait for a job's end in `medbatch.snowflake.jobs`; this module submits and re-attaches.
+the wait for a job's end in `medbatch.snowflake.jobs`, the settings in
+`medbatch.runners._snowflake_config` (re-exported here); this module submits and re-attaches.
 """
 
 from __future__ import annotations
@@ -31,12 +32,11 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, ClassVar, Literal
-
-from pydantic import Field
+from typing import Any, ClassVar
 
 from medbatch.constraints import unwrap_json_choice
 from medbatch.records import InferenceRequest, InferenceResponse, LabelConstraint
+from medbatch.runners._snowflake_config import SnowflakeBatchRunnerConfig
 from medbatch.runners.base import BatchRunner, RunnerCapabilities, RunnerConfig
 from medbatch.snowflake import SnowflakeJobError
 from medbatch.snowflake.api import (
@@ -98,77 +98,6 @@ ENGINE_NONE_CAVEATS = {
 }
 """What `plan()` warns about when `engine=None` (read from snowflake-ml-python 2.6's
 `huggingface/_utils._resolve_chat_params` and `_openai_chat_wrapper._apply_chat_template`)."""
-
-
-class SnowflakeBatchRunnerConfig(RunnerConfig):
-    """Settings of `SnowflakeBatchRunner` (`[runner] kind = "snowflake"`).
-
-    Defaults suit a 4B vision-language model (MedGemma 4B) on one GPU per replica.
-    """
-
-    database: str = Field(description="Database of the model registry and the stages.")
-    schema_name: str = Field(default="PUBLIC", description="Schema of the registry and stages.")
-    model: str = Field(description="Registered model name, e.g. MEDGEMMA_4B_IT.")
-    version: str = Field(description="Model version name.")
-    compute_pool: str = Field(description="GPU compute pool that runs the job.")
-    connection_name: str | None = Field(
-        default=None, description="Connection in ~/.snowflake/connections.toml (else env/notebook)."
-    )
-    function_name: str | None = Field(
-        default=None, description="Model function to call; needed only if it has several."
-    )
-    image_stage: str = Field(
-        default="MEDBATCH_IMAGES", description="Stage that local images are uploaded to."
-    )
-    image_path: str = Field(default="images", description="Folder for uploads in image_stage.")
-    output_stage: str = Field(default="MEDBATCH_OUTPUT", description="Stage for job output.")
-    output_path: str = Field(
-        default="results",
-        description="Folder for results in output_stage (letters, digits, _ - . / only); "
-        "each job writes under its own <output_path>/<job name>/.",
-    )
-    create_stages: bool = Field(
-        default=True, description="CREATE STAGE IF NOT EXISTS (SSE, directory table) at start."
-    )
-    gpus_per_replica: int | None = Field(
-        default=1, ge=0, description="GPUs per job node; None or 0 runs on CPU."
-    )
-    replicas: int = Field(default=1, ge=1, description="Job nodes working in parallel.")
-    num_workers: int | None = Field(
-        default=1, ge=1, description="Inference workers per node (1 per GPU for vLLM)."
-    )
-    max_batch_rows: int | None = Field(
-        default=64, ge=1, description="Rows per inference batch handed to the engine."
-    )
-    cpu_requests: str | None = Field(default=None, description="CPU per node, e.g. '8'.")
-    memory_requests: str | None = Field(default=None, description="Memory per node, e.g. '32Gi'.")
-    warehouse: str | None = Field(
-        default=None, description="Warehouse for the input copy (1.x only; else the session's)."
-    )
-    engine: Literal["vllm"] | None = Field(
-        default="vllm", description="Inference engine; None uses the model's default server."
-    )
-    engine_args: tuple[str, ...] = Field(
-        default=("--max-model-len=8192", "--gpu-memory-utilization=0.9"),
-        description="Extra vLLM arguments (prompt + one image + 1k answer fit 8k tokens).",
-    )
-    upload_parallel: int = Field(default=8, ge=1, le=99, description="Threads per PUT.")
-    chunk_rows: int = Field(
-        default=20_000, ge=1, description="Input rows sent per chunk when building the table."
-    )
-    max_records_per_job: int | None = Field(
-        default=None, ge=1, description="Split larger runs into several jobs (None: one job)."
-    )
-    poll_interval_s: float = Field(default=15.0, gt=0, description="Seconds between polls.")
-    timeout_s: float | None = Field(
-        default=6 * 3600.0, gt=0, description="Cancel the job after this long (None: never)."
-    )
-    log_tail_lines: int = Field(default=60, ge=1, description="Log lines shown on failure.")
-    detach_on_interrupt: bool = Field(
-        default=False,
-        description="On Ctrl-C leave the job running (resume re-attaches) instead of cancelling.",
-    )
-    progress: bool = Field(default=True, description="Show a live job-status line.")
 
 
 class SnowflakeBatchRunner(BatchRunner):

@@ -3,8 +3,9 @@
 The API facts of `medbatch.testing.openai_server`, apart from its engine (faults, latency,
 threads): the body as an `InferenceRequest` (`request_from_body`), the constraint a body
 asks for (vLLM's `structured_outputs` / `guided_choice` or OpenAI's `response_format`),
-how a free answer is coerced to it, prompt-token counts, `logprobs.content` items, and
-request bodies with image bytes replaced by a digest for `requests_seen`.
+how a free answer is coerced to it, prompt-token counts, `logprobs.content` items, the
+JSON of an answer (`completion_json`) or of an error (`error_json`), and request bodies
+with image bytes replaced by a digest for `requests_seen`.
 
 It must not import `medbatch.testing.openai_server` or any runner.
 """
@@ -16,6 +17,7 @@ import hashlib
 import json
 import math
 import re
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,7 +38,9 @@ __all__ = [
     "TOKEN_LOGPROB",
     "BodyConstraint",
     "coerce",
+    "completion_json",
     "count_prompt_tokens",
+    "error_json",
     "image_ref",
     "label_constraint",
     "read_constraint",
@@ -246,3 +250,50 @@ def token_logprobs(token: str, labels: Sequence[str], top_k: int) -> dict[str, A
             for alt, logprob in alternatives[:top_k]
         ],
     }
+
+
+def completion_json(
+    body: Mapping[str, Any],
+    *,
+    text: str,
+    finish_reason: str,
+    tokens: Sequence[str],
+    logprobs: bool,
+    labels: Sequence[str],
+    index: int,
+    model: str,
+) -> dict[str, Any]:
+    """The JSON of a successful answer to `body` (`model` when the body names none).
+
+    With `logprobs`, each token gets a `logprobs.content` item with the body's
+    `top_logprobs` alternatives; a label token carries every one of `labels`.
+    """
+    content = None
+    if logprobs:
+        top_k = int(body.get("top_logprobs") or 0)
+        content = {"content": [token_logprobs(token, labels, top_k) for token in tokens]}
+    prompt_tokens = count_prompt_tokens(body)
+    return {
+        "id": f"chatcmpl-test-{index}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model") or model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish_reason,
+                "logprobs": content,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(tokens),
+            "total_tokens": prompt_tokens + len(tokens),
+        },
+    }
+
+
+def error_json(message: str, kind: str) -> dict[str, Any]:
+    """An OpenAI error body (`kind`: e.g. `invalid_request_error`, `server_error`)."""
+    return {"error": {"message": message, "type": kind, "code": None}}

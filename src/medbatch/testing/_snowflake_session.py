@@ -3,6 +3,8 @@
 The session half of the fake Snowflake (`medbatch.testing.snowflake` re-exports it):
 `create_dataframe`, `to_pandas` and stage files go to Snowpark's own local testing;
 `LS` and stage DDL are emulated over the same local files; every round trip is counted.
+Also the server's answers every fake shares: `sql_error` (the real `SnowparkSQLException`
+with its code) and `qualified_name` (how an unquoted name resolves).
 
 It must not import `medbatch.testing.snowflake` (the jobs and model version) or any runner.
 """
@@ -16,7 +18,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FakeSession"]
+__all__ = ["FakeSession", "qualified_name", "sql_error"]
+
+
+def sql_error(message: str, code: int) -> Exception:
+    """The real `SnowparkSQLException` the server answers with (`sql_error_code` set)."""
+    from snowflake.snowpark.exceptions import SnowparkSQLException
+
+    return SnowparkSQLException(message, sql_error_code=code)
+
+
+def qualified_name(name: str, database: str, schema: str) -> str:
+    """`name` as the server resolves it: upper-case, completed with database and schema."""
+    # Unquoted identifiers resolve upper-case; unqualified job names to the model's namespace.
+    parts = name.upper().split(".")
+    return ".".join([database.upper(), schema.upper(), *parts][-3:])
 
 
 class _Rows:

@@ -20,17 +20,22 @@ processor, configuration, model), so a runner that loads the folder with `AutoPr
   Llama text model). Generation ends at `<end_of_utterance>`.
 
 Only the sizes are tiny; the vocabularies are trained here on `tiny_vlm`'s corpus.
+`BUILDERS` maps each architecture name to its builder. This module is imported by
+`medbatch.testing.tiny_vlm` only lazily (it imports that module's corpus); it must not
+import any runner.
 """
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
 from medbatch.testing.tiny_vlm import _CORPUS, _train_vocabulary
 
 __all__ = [
+    "BUILDERS",
     "IDEFICS3_CHAT_TEMPLATE",
     "LLAVA_CHAT_TEMPLATE",
     "LLAVA_NEXT_CHAT_TEMPLATE",
@@ -343,3 +348,11 @@ def build_idefics3(folder: Path, *, seed: int, labels: tuple[str, ...]) -> None:
     )
     processor.save_pretrained(str(folder))
     model.save_pretrained(str(folder))
+
+
+BUILDERS: dict[str, Callable[..., None]] = {
+    "llava": build_llava,
+    "llava_next": build_llava_next,
+    "idefics3": build_idefics3,
+}
+"""The builder of each `tiny_vlm` architecture but Gemma 3 (built in `tiny_vlm` itself)."""

@@ -57,11 +57,11 @@ from medbatch.records import (
 from medbatch.runners.base import BatchRunner
 from medbatch.testing._openai_api import (
     coerce,
-    count_prompt_tokens,
+    completion_json,
+    error_json,
     read_constraint,
     redact_images,
     request_from_body,
-    token_logprobs,
     without_images,
 )
 
@@ -295,31 +295,16 @@ class OpenAITestServer:
             tokens = tokens[:max_tokens]
             text = "".join(tokens)
             finish_reason = "length"
-        logprobs = None
-        if body.get("logprobs") and not self.no_logprobs:
-            top_k = int(body.get("top_logprobs") or 0)
-            labels: tuple[str, ...] = constraint.labels if constraint is not None else ()
-            logprobs = {"content": [token_logprobs(token, labels, top_k) for token in tokens]}
-        prompt_tokens = count_prompt_tokens(body)
-        return {
-            "id": f"chatcmpl-test-{index}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.get("model") or self.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": finish_reason,
-                    "logprobs": logprobs,
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": len(tokens),
-                "total_tokens": prompt_tokens + len(tokens),
-            },
-        }
+        return completion_json(
+            body,
+            text=text,
+            finish_reason=finish_reason,
+            tokens=tokens,
+            logprobs=bool(body.get("logprobs")) and not self.no_logprobs,
+            labels=constraint.labels if constraint is not None else (),
+            index=index,
+            model=self.model,
+        )
 
     def _answer_text(self, body: dict[str, Any], index: int) -> tuple[str, str, bool]:
         """The answer, its finish reason, and whether a backend model produced it."""
@@ -369,28 +354,30 @@ def _make_handler(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
             if self.path.rstrip("/").endswith("/models"):
                 self._send_json(200, {"object": "list", "data": [{"id": server.model}]})
             else:
-                self._send_json(404, _error("not found", "invalid_request_error"))
+                self._send_json(404, error_json("not found", "invalid_request_error"))
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
             if not self.path.rstrip("/").endswith("/chat/completions"):
-                self._send_json(404, _error(f"no route {self.path}", "invalid_request_error"))
+                self._send_json(404, error_json(f"no route {self.path}", "invalid_request_error"))
                 return
             if not server._authorised(dict(self.headers.items())):
-                self._send_json(401, _error("invalid API key", "authentication_error"))
+                self._send_json(401, error_json("invalid API key", "authentication_error"))
                 return
             try:
                 body = json.loads(raw)
                 if not isinstance(body, dict):
                     raise ValueError("not an object")
             except ValueError as exc:
-                self._send_json(400, _error(f"body is not JSON: {exc}", "invalid_request_error"))
+                self._send_json(
+                    400, error_json(f"body is not JSON: {exc}", "invalid_request_error")
+                )
                 return
             admitted = server._admit(body)
             if admitted is None:
                 self.close_connection = True
-                self._send_json(503, _error("request limit reached", "server_error"))
+                self._send_json(503, error_json("request limit reached", "server_error"))
                 return
             index, outcome = admitted
             with server._lock:
@@ -412,7 +399,7 @@ def _make_handler(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
                 try:
                     payload = server._completion(body, index)
                 except _BackendFailedError as exc:
-                    self._send_json(500, _error(f"backend failed: {exc}", "server_error"))
+                    self._send_json(500, error_json(f"backend failed: {exc}", "server_error"))
                     return
                 self._send_json(200, payload)
             elif outcome == "timeout":
@@ -448,7 +435,7 @@ def _make_handler(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
                 if status == 429 and server.retry_after_s is not None:
                     headers["Retry-After"] = f"{server.retry_after_s:g}"
                 kind = "rate_limit_error" if status == 429 else "server_error"
-                self._send_json(status, _error(f"injected fault {status}", kind), headers)
+                self._send_json(status, error_json(f"injected fault {status}", kind), headers)
 
         def _send_json(
             self, status: int, payload: Any, headers: Mapping[str, str] | None = None
@@ -471,10 +458,6 @@ def _make_handler(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
 
 
 _KNOWN = frozenset(status.value for status in HTTPStatus)
-
-
-def _error(message: str, kind: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "code": None}}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -57,7 +57,7 @@ from medbatch.testing._snowflake_releases import (
     sf_wheel,
     snowflake_release,
 )
-from medbatch.testing._snowflake_session import FakeSession
+from medbatch.testing._snowflake_session import FakeSession, qualified_name, sql_error
 from medbatch.testing._snowflake_wheels import WheelRelease, run_batch_signature_from_source
 
 __all__ = [
@@ -159,19 +159,6 @@ def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
             else:
                 tokens += len(str(part.get("text") or "").split())
     return tokens
-
-
-def _sql_error(message: str, code: int) -> Exception:
-    """The real `SnowparkSQLException` the server answers with (`sql_error_code` set)."""
-    from snowflake.snowpark.exceptions import SnowparkSQLException
-
-    return SnowparkSQLException(message, sql_error_code=code)
-
-
-def _qualified(name: str, database: str, schema: str) -> str:
-    # Unquoted identifiers resolve upper-case; unqualified job names to the model's namespace.
-    parts = name.upper().split(".")
-    return ".".join([database.upper(), schema.upper(), *parts][-3:])
 
 
 class FakeJob:
@@ -364,7 +351,7 @@ class FakeModelVersion:
         elif self.api == "1.x":
             raise FileExistsError(f"Output stage location '{output}' is not empty.")
         else:
-            raise _sql_error(f"output location {output} is not empty (save mode ERROR)", 0)
+            raise sql_error(f"output location {output} is not empty (save mode ERROR)", 0)
 
     def _submit(self, arguments: dict[str, Any]) -> FakeJob:
         self.calls.append(arguments)
@@ -374,10 +361,12 @@ class FakeModelVersion:
         self._validate_params(params)
         output_spec = arguments["output_spec"]
         output = output_spec.stage_location.rstrip("/") + "/"
-        job_id = _qualified(self._job_name(arguments), self.session.database, self.session.schema)
+        job_id = qualified_name(
+            self._job_name(arguments), self.session.database, self.session.schema
+        )
         short = job_id.rsplit(".", 1)[-1]
         if job_id in self.jobs:
-            raise _sql_error(f"SQL compilation error:\nObject '{job_id}' already exists.", 2002)
+            raise sql_error(f"SQL compilation error:\nObject '{job_id}' already exists.", 2002)
         if self.interrupt == "before":
             self.interrupt = None
             raise KeyboardInterrupt
@@ -488,11 +477,11 @@ class FakeSnowflake:
             SnowparkSQLException: `sql_error_code=2003` when there is no such job, as the
                 real `get_job` raises after its `DESCRIBE SERVICE` and job-history lookups.
         """
-        qualified = _qualified(job_id, self.session.database, self.session.schema)
+        qualified = qualified_name(job_id, self.session.database, self.session.schema)
         self.lookups.append(qualified)
         job = self.model_version.jobs.get(qualified)
         if job is None:
-            raise _sql_error(f"Job {qualified} does not exist or could not be retrieved", 2003)
+            raise sql_error(f"Job {qualified} does not exist or could not be retrieved", 2003)
         self.reattached.append(job_id)
         return job
 

@@ -301,12 +301,7 @@ def _build(
     if architecture != "gemma3":
         from medbatch.testing import _tiny_archs
 
-        builders = {
-            "llava": _tiny_archs.build_llava,
-            "llava_next": _tiny_archs.build_llava_next,
-            "idefics3": _tiny_archs.build_idefics3,
-        }
-        builders[architecture](folder, seed=seed, labels=labels)
+        _tiny_archs.BUILDERS[architecture](folder, seed=seed, labels=labels)
         return
     tokenizer = _build_tokenizer(labels)
     processor = _build_processor(tokenizer)

@@ -123,3 +123,30 @@ def test_replay_takes_its_config_or_recordings(tmp_path: Path) -> None:
     assert ReplayRunner(config, model_id="other").model_id == "other"
     assert ReplayRunner.from_config(config).source == str(path)
     assert ReplayRunner({"a": "NORMAL"}).model_id == "replay"
+
+
+def test_ray_uses_the_shared_settings_convention(tmp_path: Path) -> None:
+    from medbatch.runners.ray import RayRunner, RayRunnerConfig
+
+    recorded = tmp_path / "answers.jsonl"
+    recorded.write_text("")
+    inner = {"kind": "replay", "path": str(recorded)}
+    config = RayRunnerConfig(inner=inner, num_actors=3)
+    assert RayRunner(config).config is config  # no overrides: the caller's object is kept
+    by_both = RayRunner(RayRunnerConfig(inner=inner), num_actors=3)
+    assert by_both.config == RayRunner(inner=inner, num_actors=3).config == config
+    assert RayRunner.from_config(config).config == config
+    assert "from_config" not in vars(RayRunner)
+    with pytest.raises(ConfigError) as caught:
+        RayRunner(inner=inner, num_actor=3)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("RayRunner: unknown key 'num_actor'")
+    assert "did you mean 'num_actors'?" in message
+    with pytest.raises(ConfigError, match="RayRunner needs a RayRunnerConfig"):
+        RayRunner.from_config(VLLMRunnerConfig(model="m"))
+    # The inner runner's settings get the same one-line did-you-mean.
+    with pytest.raises(
+        ConfigError, match=r"\[runner.inner\] replay: .*unknown key 'pth' \(did you mean 'path'\?\)"
+    ):
+        RayRunner(inner={"kind": "replay", "pth": str(recorded)})
