@@ -170,8 +170,7 @@ class _RunLoop:
             RunStoreError: The store holds a run of another configuration and `add_to_run`
                 is false.
         """
-        for key, value in manifest_extra.items():
-            setattr(self.manifest, key, value)
+        self.manifest = self.manifest.with_recorded(manifest_extra)
         self.manifest.dataset["fingerprint"] = self.dataset.fingerprint()
         source = _dataset_source(self.dataset)
         if source is not None:

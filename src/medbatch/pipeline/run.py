@@ -106,7 +106,9 @@ def classify(
             into the first user turn, so every back-end sends the same prompt.
         progress: Show a progress bar; None means only when stderr is a terminal.
         on_prediction: Called with each new prediction as it arrives.
-        manifest_extra: Extra JSON-serialisable facts for the manifest (sampling, etc.).
+        manifest_extra: Facts to record in the manifest: the typed fields `images_root`,
+            `illustrative`, `sampling` and `demo` (the report reads them), or any other
+            JSON-serialisable key of your own (kept as given).
 
     Returns:
         A `RunResult`: one prediction row per record, joined to record id, image sha256 and
@@ -118,6 +120,8 @@ def classify(
         RunStoreError: The run directory cannot be written, is in use, or holds a run of
             another configuration (see `add_to_run`).
         CanaryFailedError: The canary subset failed; nothing else was run.
+        ValueError: `manifest_extra` sets a field medbatch records itself, or a typed field
+            with a value of the wrong type.
 
     Example:
         >>> from medbatch import get_task
