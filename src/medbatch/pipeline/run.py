@@ -12,7 +12,9 @@ from typing import Any, Literal
 from medbatch.canary import CanaryThresholds
 from medbatch.datasets.base import Dataset, SubsetDataset
 from medbatch.errors import ConfigError
+from medbatch.pipeline.canary_step import run_canary
 from medbatch.pipeline.loop import _RunLoop
+from medbatch.pipeline.reprompt_step import reprompt_unparsed
 from medbatch.pipeline.result import RunResult
 from medbatch.pipeline.support import _safe_len, _sigterm_as_interrupt
 from medbatch.profiles import ModelProfile, profile_for
@@ -172,10 +174,12 @@ def classify(
             # do never loads the model); it is closed whatever happens.
             try:
                 if canary_size:
-                    loop.run_canary(canary_size, guardrails.canary_thresholds or CanaryThresholds())
+                    run_canary(
+                        loop, canary_size, guardrails.canary_thresholds or CanaryThresholds()
+                    )
                 loop.execute(dataset, show_progress=show)
                 if guardrails.reprompt:
-                    loop.reprompt_unparsed()
+                    reprompt_unparsed(loop)
             finally:
                 runner.close()
         except BaseException as exc:
