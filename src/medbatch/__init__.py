@@ -18,6 +18,7 @@ too). The names below load their module on first use (PEP 562), so
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -111,8 +112,7 @@ _EXPORTS: dict[str, str] = {
 
 # Plumbing for back-end and parser authors, exported here before 0.2. They live in
 # `medbatch.records` and `medbatch.runners` and are no longer in `__all__` or `dir()`; the old
-# spelling still resolves (silently for now: existing code and tests use it, and a warning
-# would turn into an error under `-W error`).
+# spelling still resolves, with a DeprecationWarning naming the new home.
 _MOVED: dict[str, str] = {
     "ChatMessage": "medbatch.records",
     "ImagePart": "medbatch.records",
@@ -130,7 +130,14 @@ _MOVED: dict[str, str] = {
 
 def __getattr__(name: str) -> Any:
     if name in _MOVED:
-        return getattr(importlib.import_module(_MOVED[name]), name)
+        home = _MOVED[name]
+        warnings.warn(
+            f"medbatch.{name} is deprecated: import it from {home} (from {home} import {name})",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        # Not cached in globals(): every old-style use warns, not only the first.
+        return getattr(importlib.import_module(home), name)
     if name == "__version__":
         from medbatch.versions import package_versions
 

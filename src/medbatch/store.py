@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -123,6 +123,23 @@ class RunManifest(BaseModel):
     negative_label: str | None = Field(
         default=None, description="The task's reference (negative) label, when it declares one."
     )
+    # -- what the caller recorded about the run (the report reads these) --
+    images_root: str | None = Field(
+        default=None,
+        description="Folder the images were read from (relative paths are relative to the "
+        "run directory); the report shows thumbnails from it.",
+    )
+    illustrative: bool = Field(
+        default=False,
+        description="The answers were written, not generated (`medbatch demo --replay`).",
+    )
+    sampling: dict[str, Any] | None = Field(
+        default=None, description="How the records were sampled (`sample_dataset`'s summary)."
+    )
+    demo: dict[str, Any] | None = Field(
+        default=None,
+        description="What `medbatch demo` ran (`kind`, `random_weights`); None for other runs.",
+    )
     expected_records: int | None = Field(
         default=None,
         description="Distinct records this run directory should hold once every call that "
@@ -136,6 +153,31 @@ class RunManifest(BaseModel):
         default_factory=list,
         description="Earlier configurations added to this run directory (add_to_run).",
     )
+
+    def with_recorded(self, facts: Mapping[str, Any]) -> RunManifest:
+        """A copy holding what a caller records about the run (`classify(manifest_extra=)`).
+
+        `images_root`, `illustrative`, `sampling` and `demo` are validated as typed fields;
+        any other key that is not a manifest field is kept as an extra (a third party's
+        fact, written to manifest.json as given).
+
+        Raises:
+            ValueError: A key names a field medbatch records itself (`model_id`, `status`,
+                ...), or a typed field gets a value of the wrong type.
+        """
+        reserved = sorted(
+            key for key in facts if key in type(self).model_fields and key not in RECORDED_FIELDS
+        )
+        if reserved:
+            raise ValueError(
+                f"manifest_extra may not set {', '.join(reserved)}: medbatch records "
+                f"{'it' if len(reserved) == 1 else 'them'} itself; use another key"
+            )
+        return type(self).model_validate(self.model_dump() | dict(facts))
+
+
+#: The manifest fields a caller records through `classify(manifest_extra=...)`.
+RECORDED_FIELDS = frozenset({"images_root", "illustrative", "sampling", "demo"})
 
 
 class RunStore:

@@ -105,6 +105,10 @@ EXCEPTIONS = {
         "medbatch.datasets.sample",
         "medbatch.testing.ecg_sample",
     ): "the pre-0.2 path of the bundled sample, a forwarding shim",
+    (
+        "medbatch.datasets.synthetic",
+        "medbatch.testing.planted_copies",
+    ): "the deprecated duplicates=/conflicts= keywords of the folder writer forward there",
 }
 
 

@@ -10,18 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from medbatch import (
-    AnswerStatus,
-    ImageRef,
-    InferenceRequest,
-    InferenceResponse,
-    ListDataset,
-    Record,
-    RunnerCapabilities,
-    Usage,
-    classify,
-    get_task,
-)
+from medbatch import AnswerStatus, ImageRef, ListDataset, Record, classify, get_task
 from medbatch.canary import (
     CanaryFailedError,
     CanaryThresholds,
@@ -31,6 +20,8 @@ from medbatch.canary import (
 )
 from medbatch.errors import ConfigError
 from medbatch.profiles import GEMMA3, GENERIC, profile_for
+from medbatch.records import InferenceRequest, InferenceResponse, Usage
+from medbatch.runners import RunnerCapabilities
 from medbatch.testing import FunctionRunner
 
 TASK = get_task("ecg")

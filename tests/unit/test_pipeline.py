@@ -11,14 +11,13 @@ from medbatch import (
     AnswerStatus,
     ImageFolderDataset,
     ImageRef,
-    InferenceRequest,
-    InferenceResponse,
     ListDataset,
     Record,
     classify,
     get_task,
 )
 from medbatch.errors import RunStoreError
+from medbatch.records import InferenceRequest, InferenceResponse
 from medbatch.store import RunStore, load_predictions
 from medbatch.testing import FunctionRunner
 

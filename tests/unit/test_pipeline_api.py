@@ -74,12 +74,18 @@ def test_the_workflow_is_exported_lazily_by_name() -> None:
         assert name in medbatch.__all__
 
 
-def test_moved_plumbing_still_resolves_but_is_not_advertised() -> None:
+def test_moved_plumbing_still_resolves_with_a_warning_but_is_not_advertised() -> None:
     from medbatch.records import InferenceRequest
     from medbatch.runners.base import RunnerCapabilities as Caps
 
-    assert medbatch.InferenceRequest is InferenceRequest
-    assert medbatch.RunnerCapabilities is Caps
+    with pytest.warns(DeprecationWarning, match=r"from medbatch\.records import InferenceRequest"):
+        assert medbatch.InferenceRequest is InferenceRequest
+    with pytest.warns(DeprecationWarning, match=r"from medbatch\.runners import RunnerCap"):
+        assert medbatch.RunnerCapabilities is Caps
+    # Every use warns, not only the first (the name is not cached on the module).
+    with pytest.warns(DeprecationWarning, match="medbatch.InferenceRequest is deprecated"):
+        from medbatch import InferenceRequest as Again
+    assert Again is InferenceRequest
     assert "InferenceRequest" not in medbatch.__all__
     assert "InferenceRequest" not in dir(medbatch)
 

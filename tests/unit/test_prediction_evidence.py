@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from medbatch import InferenceRequest, get_task
+from medbatch import get_task
 from medbatch.parsing.answer import TAIL_CHARS
-from medbatch.records import AnswerStatus, Prediction
+from medbatch.records import AnswerStatus, InferenceRequest, Prediction
 from medbatch.store import PREDICTIONS, PREDICTIONS_TABLE, RunStore, load_predictions
 from medbatch.testing import FunctionRunner
 

@@ -130,7 +130,7 @@ def test_random_model_notice(sample_run: Path, tmp_path: Path) -> None:
     (tmp_path / "medbatch_tiny_vlm.json").write_text("{}")
     assert is_random_model(marked)
     flagged = manifest.model_copy()
-    flagged.demo = {"random_weights": True}  # type: ignore[attr-defined]
+    flagged.demo = {"random_weights": True}
     assert is_random_model(flagged)
 
 

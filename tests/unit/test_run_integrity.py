@@ -19,19 +19,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from medbatch import (
-    AnswerStatus,
-    GenerationParams,
-    ImageFolderDataset,
-    InferenceRequest,
-    InferenceResponse,
-    RunnerCapabilities,
-    classify,
-    get_task,
-)
+from medbatch import AnswerStatus, GenerationParams, ImageFolderDataset, classify, get_task
 from medbatch.errors import RunStoreError
 from medbatch.evaluation import evaluate
+from medbatch.records import InferenceRequest, InferenceResponse
 from medbatch.report import write_report
+from medbatch.runners import RunnerCapabilities
 from medbatch.store import RunStore, load_predictions
 from medbatch.testing import FunctionRunner
 

@@ -13,10 +13,6 @@ from medbatch.terminal import markup
 
 __all__: list[str] = []
 
-# Characters per token of English clinical prose for common tokenizers; good enough for a
-# budget estimate, and the report says it is an estimate.
-_CHARS_PER_TOKEN = 4.0
-
 
 @app.command("validate")
 @handle_errors
@@ -48,7 +44,7 @@ def validate_command(
     from medbatch.cli.commands import run_dataset
     from medbatch.config import load_config
     from medbatch.datasets.validation import validate_dataset
-    from medbatch.profiles import profile_for
+    from medbatch.pipeline.plan import plan_run
 
     run_config = load_config(config)
     task = run_config.build_task()
@@ -67,23 +63,17 @@ def validate_command(
         dataset, labels=task.labels, decode=decode, near_duplicates=near_duplicates
     )
     console.print(report.to_table())
-    profile = profile_for(runner.model_id)
-    prompt = task.for_constrained_decoding().prompt if run_config.constrained else task.prompt
-    text = " ".join(str(value) for value in prompt.definition().values() if value)
-    text_tokens = round(len(text) / _CHARS_PER_TOKEN)
-    image_tokens = profile.image_tokens or 0
-    params = run_config.params or task.params
-    n = report.total
+    estimate = plan_run(
+        task,
+        runner,
+        report.total,
+        constrained=run_config.constrained,
+        params=run_config.params,
+    )
     plan = Table(title="Run plan (estimates)", header_style="bold")
     plan.add_column("item")
     plan.add_column("value", justify="right")
-    plan.add_row("records", str(n))
-    plan.add_row("runner", markup(f"{runner.name} · {runner.model_id}"))
-    plan.add_row("profile", profile.name)
-    plan.add_row("prompt tokens / image (text + image)", f"~{text_tokens} + {image_tokens}")
-    plan.add_row("prompt tokens total", f"~{n * (text_tokens + image_tokens):,}")
-    plan.add_row("max new tokens total", f"{n * params.max_tokens:,}")
-    for key, value in runner.plan(n).items():
+    for key, value in estimate.rows():
         plan.add_row(markup(key), markup(value))
     console.print(plan)
     console.print(report.summary())

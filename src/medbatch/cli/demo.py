@@ -155,6 +155,7 @@ def _tiny_model_run(
     from medbatch.pipeline import classify
     from medbatch.records import GenerationParams
     from medbatch.tasks.registry import get_task
+    from medbatch.testing.planted_copies import plant_copies
 
     runner_cls, tiny_vlm = _local_stack()
     task = get_task("ecg")
@@ -164,11 +165,11 @@ def _tiny_model_run(
             n=4 * per_class,
             seed=seed,
             size=_PAGE_SIZE,
-            # A couple of byte-identical copies, as public sets have: the sample drops them
-            # (or, with --keep-duplicates, the report flags them).
-            duplicates=_PLANTED_COPIES,
             overwrite=True,
         )
+        # A couple of byte-identical copies, as public sets have: the sample drops them
+        # (or, with --keep-duplicates, the report flags them).
+        plant_copies(data_root, duplicates=_PLANTED_COPIES)
         folder = ImageFolderDataset(data_root, task.folder_map, labels=task.labels)
         dataset, sampling = sample_dataset(
             folder, per_class=per_class, seed=seed, keep_duplicates=keep_duplicates

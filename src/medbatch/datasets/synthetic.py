@@ -13,15 +13,12 @@ Example:
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
-
-import numpy as np
-from PIL import Image
 
 from medbatch.datasets.base import Dataset
 from medbatch.labels import LabelSet
@@ -105,11 +102,12 @@ def write_synthetic_ecg_dataset(
         seed: Base seed; page i of a class uses seed `seed * 100_003 + i`.
         layout: `kaggle` (class folders) or `flat` (one folder plus a manifest CSV).
         size: Page size in pixels; small sizes make fast tests.
-        duplicates: Extra byte-identical copies of existing pages, in the same class.
-        conflicts: Extra byte-identical copies filed under a *different* class (a label
-            conflict, as the real set has).
-        near_duplicates: Extra copies re-encoded at another JPEG quality (same picture,
-            different bytes), for perceptual-hash tests.
+        duplicates: Deprecated: call `medbatch.testing.planted_copies.plant_copies` on the
+            written folder. Extra byte-identical copies of pages, in the same class.
+        conflicts: Deprecated, as `duplicates`. Extra byte-identical copies filed under a
+            *different* class (a label conflict, as the real set has).
+        near_duplicates: Deprecated, as `duplicates`. Extra copies re-encoded at another
+            JPEG quality (same picture, different bytes).
         overwrite: Replace `out_dir` if it already holds a generated set.
 
     Returns:
@@ -157,55 +155,47 @@ def write_synthetic_ecg_dataset(
                 | {"copy_kind": None, **facts}
             )
 
-    originals = list(entries)
-    rng = np.random.default_rng([seed & 0xFFFFFFFF, 0xD0B1E])
-    by_label = {cls.label: cls for cls in ECG_CLASSES}
+    write_synthetic_sidecars(root, entries, seed=seed, size=size, layout=layout)
+    if duplicates or conflicts or near_duplicates:
+        warnings.warn(
+            "write_synthetic_ecg_dataset(duplicates=, conflicts=, near_duplicates=) is "
+            "deprecated: call medbatch.testing.planted_copies.plant_copies(root, ...) on the "
+            "written folder",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        # The planting lives with the other test files; only this deprecated path reaches it.
+        from medbatch.testing.planted_copies import plant_copies
 
-    def plant(kind: str, count: int) -> None:
-        for _ in range(count):
-            source = originals[int(rng.integers(len(originals)))]
-            cls = by_label[source["label"]]
-            if kind == "conflict":
-                others = [c for c in ECG_CLASSES if c.label != cls.label]
-                cls = others[int(rng.integers(len(others)))]
-            data = (root / source["path"]).read_bytes()
-            if kind == "near":
-                with Image.open(io.BytesIO(data)) as img:
-                    data = _jpeg(img.convert("RGB"), quality=75)
-            path = new_file(cls)
-            path.write_bytes(data)
-            entries.append({"path": path.relative_to(root).as_posix(), "label": cls.label,
-                            "seed": source["seed"], "copy_of": source["path"],
-                            "copy_kind": kind})  # fmt: skip
-
-    plant("duplicate", duplicates)
-    plant("conflict", conflicts)
-    plant("near", near_duplicates)
-
-    _write_sidecars(
-        root,
-        entries,
-        seed=seed,
-        size=size,
-        layout=layout,
-        planted={
-            "duplicates": duplicates,
-            "conflicts": conflicts,
-            "near_duplicates": near_duplicates,
-        },
-    )
+        plant_copies(
+            root, duplicates=duplicates, conflicts=conflicts, near_duplicates=near_duplicates
+        )
     return root
 
 
-def _write_sidecars(
+def write_synthetic_sidecars(
     root: Path,
     entries: list[dict[str, Any]],
     *,
     seed: int,
-    size: tuple[int, int],
+    size: tuple[int, ...],
     layout: str,
-    planted: Mapping[str, int],
 ) -> None:
+    """(Re)write `labels.json`, `manifest.csv` (flat layout) and `README.txt` of a folder.
+
+    Args:
+        root: The folder.
+        entries: Every file, as `labels.json` lists it (`copy_kind` set on planted copies).
+        seed: The folder's base seed.
+        size: Page size in pixels.
+        layout: `kaggle` or `flat`.
+    """
+    kinds = [entry.get("copy_kind") for entry in entries]
+    planted = {
+        "duplicates": kinds.count("duplicate"),
+        "conflicts": kinds.count("conflict"),
+        "near_duplicates": kinds.count("near"),
+    }
     sidecar = {
         "synthetic": True,
         "notice": "Synthetic ECG images, NOT clinical data.",

@@ -5,8 +5,10 @@ each prediction is written to the run store as it arrives. Nothing holds all ima
 memory, and a run interrupted at any point resumes without losing or duplicating a record.
 
 The package holds `run` (`classify` and its checks before a run), `loop` (the streaming
-loop: canary, image probe, re-prompt, prediction rows), `result` (`RunResult`) and
-`support` (SIGTERM, progress bar, manifest comparison). It sits above every other layer
+loop: requests, image probe, prediction rows), `canary_step` and `reprompt_step` (the
+canary subset and the follow-up turn, over the loop), `result` (`RunResult`),
+`support` (SIGTERM, progress bar, manifest comparison) and `plan` (`plan_run`: the
+size and token estimate of a run, before it starts). It sits above every other layer
 of the library (datasets, tasks, runners, store, evaluation) and must not import
 `medbatch.cli`.
 """

@@ -1,4 +1,8 @@
-"""The streaming loop of one `classify` call: canary, image probe, re-prompt, rows."""
+"""The streaming loop of one `classify` call: requests, image probe, prediction rows.
+
+The canary and re-prompt steps are functions over this loop, in `canary_step` and
+`reprompt_step`.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from medbatch.canary import (
-    MIN_IMAGE_TOKENS,
-    CanaryFailedError,
-    CanaryThresholds,
-    ImageNotSeenError,
-    canary_subset,
-    evaluate_canary,
-    probe_image_seen,
-)
+from medbatch.canary import MIN_IMAGE_TOKENS
 from medbatch.datasets.base import Dataset
 from medbatch.errors import ImageLoadError, RunStoreError
 from medbatch.evaluation import summarize
@@ -41,9 +37,7 @@ from medbatch.records import (
     LabelConstraint,
     Prediction,
     Record,
-    Usage,
 )
-from medbatch.reprompt import follow_up_request
 from medbatch.runners.base import BatchRunner
 from medbatch.store import ResumeKey, RunManifest, RunStore, predictions_to_frame
 from medbatch.tasks.base import Task
@@ -170,8 +164,7 @@ class _RunLoop:
             RunStoreError: The store holds a run of another configuration and `add_to_run`
                 is false.
         """
-        for key, value in manifest_extra.items():
-            setattr(self.manifest, key, value)
+        self.manifest = self.manifest.with_recorded(manifest_extra)
         self.manifest.dataset["fingerprint"] = self.dataset.fingerprint()
         source = _dataset_source(self.dataset)
         if source is not None:
@@ -212,43 +205,6 @@ class _RunLoop:
         )
         self.store.write_manifest(self.manifest)
 
-    def run_canary(self, size: int, thresholds: CanaryThresholds) -> None:
-        """Run a stratified subset first; stop with a report if it fails.
-
-        Canary answers are stored like any other, so the main pass reuses them.
-        """
-        subset = canary_subset(self.dataset, size)
-        self._stream(subset, record_order=[], keep_requests=True)
-        ids = [record.id for record in subset]
-        answered = [self.collector.by_id.get(rid) or self.done.get(rid) for rid in ids]
-        frame = predictions_to_frame([p.to_row() for p in answered if p is not None])
-        probe: tuple[bool | None, int | None, int | None] = (None, None, None)
-        for prediction in answered:
-            request = self.requests_by_id.get(prediction.record_id) if prediction else None
-            if prediction is not None and request is not None and not prediction.is_error:
-                response = InferenceResponse(
-                    record_id=prediction.record_id,
-                    usage=Usage(prompt_tokens=prediction.prompt_tokens),
-                )
-                probe = probe_image_seen(self.runner, request, response)
-                break
-        self.text_only_tokens = probe[2] if probe[0] else None
-        report = evaluate_canary(
-            frame,
-            thresholds=thresholds,
-            constrained=self.constraint is not None,
-            image_probe=probe,
-        )
-        self.manifest.canary = report.model_dump(mode="json")
-        self.collector.flush()
-        self.done.update(self.collector.by_id)
-        if self.store is not None:
-            self.store.write_manifest(self.manifest)
-        if not report.passed:
-            error_cls = ImageNotSeenError if report.image_seen is False else CanaryFailedError
-            self.stop_status = "canary_failed"
-            raise error_cls(report)
-
     def execute(self, dataset: Dataset, *, show_progress: bool) -> None:
         """Stream every record of the main pass through the runner."""
         bar = _progress_bar(show_progress, _safe_len(dataset), self.task.name)
@@ -258,46 +214,6 @@ class _RunLoop:
             self._stream(dataset, record_order=self.record_order)
         self.advance = lambda: None
         self.describe = lambda text: None
-
-    def reprompt_unparsed(self) -> None:
-        """One bounded follow-up turn for answers without a verdict."""
-        follow_ups = []
-        for record_id in self.record_order:
-            prediction = self.collector.by_id.get(record_id)
-            request = self.requests_by_id.get(record_id)
-            if prediction is None or request is None:
-                continue
-            if prediction.status in _REPROMPTABLE:
-                follow_ups.append(follow_up_request(request, prediction.text or "", self.task))
-        if not follow_ups:
-            return
-        self._start_runner()
-        constrained = self.runner.capabilities.constrained_decoding
-        for request in follow_ups:
-            first = self.collector.by_id[request.record_id]
-            self.pending[request.record_id] = _Pending(
-                first.image_sha256, first.truth, {**first.metadata}
-            )
-        for response in self.runner.run(
-            request if constrained else request.model_copy(update={"constraint": None})
-            for request in follow_ups
-        ):
-            first = self.collector.by_id[response.record_id]
-            second = self._predict(response.record_id, response)
-            if second.status is AnswerStatus.PARSED:
-                merged = second.model_copy(
-                    update={
-                        "text": first.text,
-                        "finish_reason": first.finish_reason,
-                        "method": f"reprompt:{second.method}",
-                        "metadata": {**second.metadata, "reprompt_answer": response.text},
-                    }
-                )
-            else:
-                merged = first.model_copy(
-                    update={"metadata": {**first.metadata, "reprompt_answer": response.text}}
-                )
-            self.collector.add(merged)
 
     def abort(self, exc: BaseException) -> None:
         """Keep what arrived and record why the run stopped."""

@@ -12,7 +12,9 @@ from typing import Any, Literal
 from medbatch.canary import CanaryThresholds
 from medbatch.datasets.base import Dataset, SubsetDataset
 from medbatch.errors import ConfigError
+from medbatch.pipeline.canary_step import run_canary
 from medbatch.pipeline.loop import _RunLoop
+from medbatch.pipeline.reprompt_step import reprompt_unparsed
 from medbatch.pipeline.result import RunResult
 from medbatch.pipeline.support import _safe_len, _sigterm_as_interrupt
 from medbatch.profiles import ModelProfile, profile_for
@@ -106,7 +108,9 @@ def classify(
             into the first user turn, so every back-end sends the same prompt.
         progress: Show a progress bar; None means only when stderr is a terminal.
         on_prediction: Called with each new prediction as it arrives.
-        manifest_extra: Extra JSON-serialisable facts for the manifest (sampling, etc.).
+        manifest_extra: Facts to record in the manifest: the typed fields `images_root`,
+            `illustrative`, `sampling` and `demo` (the report reads them), or any other
+            JSON-serialisable key of your own (kept as given).
 
     Returns:
         A `RunResult`: one prediction row per record, joined to record id, image sha256 and
@@ -118,6 +122,8 @@ def classify(
         RunStoreError: The run directory cannot be written, is in use, or holds a run of
             another configuration (see `add_to_run`).
         CanaryFailedError: The canary subset failed; nothing else was run.
+        ValueError: `manifest_extra` sets a field medbatch records itself, or a typed field
+            with a value of the wrong type.
 
     Example:
         >>> from medbatch import get_task
@@ -170,10 +176,12 @@ def classify(
             # do never loads the model); it is closed whatever happens.
             try:
                 if canary_size:
-                    loop.run_canary(canary_size, guardrails.canary_thresholds or CanaryThresholds())
+                    run_canary(
+                        loop, canary_size, guardrails.canary_thresholds or CanaryThresholds()
+                    )
                 loop.execute(dataset, show_progress=show)
                 if guardrails.reprompt:
-                    loop.reprompt_unparsed()
+                    reprompt_unparsed(loop)
             finally:
                 runner.close()
         except BaseException as exc:

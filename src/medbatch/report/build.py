@@ -111,7 +111,7 @@ def write_report(
 
     root = images_root
     if root is None and manifest is not None:
-        recorded = (manifest.model_extra or {}).get("images_root")
+        recorded = manifest.images_root
         # `medbatch run` records a root given as a relative path relative to the run dir.
         root = run_dir / recorded if isinstance(recorded, str) and recorded else None
     figures = build_figures(evaluation)

@@ -360,7 +360,6 @@ def _manifest_items(manifest: RunManifest | None, ev: Evaluation) -> list[tuple[
     items: list[tuple[str, str, Any]] = []
     m = manifest
     if m is not None:
-        extra = dict(m.model_extra or {})
         items += [
             ("model", "code", m.model_id),
             ("runner", "facts", facts(redact(m.runner))),
@@ -369,9 +368,10 @@ def _manifest_items(manifest: RunManifest | None, ev: Evaluation) -> list[tuple[
             ("generation parameters", "facts", facts(m.params)),
             ("dataset", "facts", facts(redact(m.dataset))),
         ]
-        for key in ("sampling", "demo", "images_root"):
-            if key in extra:
-                value = redact(extra[key])
+        recorded = {"sampling": m.sampling, "demo": m.demo, "images_root": m.images_root}
+        for key, raw in recorded.items():
+            if raw is not None:
+                value = redact(raw)
                 if isinstance(value, Mapping):
                     items.append((key, "facts", facts(value)))
                 else:

@@ -25,9 +25,10 @@ def is_random_model(manifest: RunManifest | None) -> bool:
     """
     if manifest is None:
         return False
-    extra = manifest.model_extra or {}
-    demo = extra.get("demo")
-    if extra.get("random_weights") or (isinstance(demo, Mapping) and demo.get("random_weights")):
+    demo = manifest.demo or {}
+    # A top-level `random_weights` extra is how a third party may say it, too.
+    legacy = (manifest.model_extra or {}).get("random_weights")
+    if legacy or demo.get("random_weights"):
         return True
     runner = manifest.runner if isinstance(manifest.runner, Mapping) else {}
     if runner.get("random_weights") or manifest.model_id == "medbatch/tiny-gemma3":
@@ -48,5 +49,4 @@ def is_illustrative(manifest: RunManifest | None) -> bool:
         return False
     from medbatch.datasets.sample import ILLUSTRATIVE_MODEL_ID
 
-    extra = manifest.model_extra or {}
-    return bool(extra.get("illustrative")) or manifest.model_id == ILLUSTRATIVE_MODEL_ID
+    return manifest.illustrative or manifest.model_id == ILLUSTRATIVE_MODEL_ID

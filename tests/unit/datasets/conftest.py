@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from medbatch.datasets.synthetic import write_synthetic_ecg_dataset
+from medbatch.testing.planted_copies import plant_copies
 
 SMALL_PAGE = (553, 393)  # a quarter of the Kaggle scans' 2213×1572: fast, still readable
 
@@ -15,12 +16,8 @@ SMALL_PAGE = (553, 393)  # a quarter of the Kaggle scans' 2213×1572: fast, stil
 def kaggle_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Kaggle-shaped ECG download: 12 pages, 2 planted copies, 2 label conflicts, 1
     re-encoded near-copy. Shared read-only by the session (tests must not write into it)."""
-    return write_synthetic_ecg_dataset(
-        tmp_path_factory.mktemp("kaggle") / "download",
-        12,
-        seed=5,
-        size=SMALL_PAGE,
-        duplicates=2,
-        conflicts=2,
-        near_duplicates=1,
+    root = write_synthetic_ecg_dataset(
+        tmp_path_factory.mktemp("kaggle") / "download", 12, seed=5, size=SMALL_PAGE
     )
+    plant_copies(root, duplicates=2, conflicts=2, near_duplicates=1)
+    return root

@@ -127,3 +127,34 @@ def test_in_memory_dataset_yields_decodable_labelled_records() -> None:
     assert load_image(records[1].image).size == (300, 214)
     assert [r.image.sha256 for r in dataset] == [r.image.sha256 for r in records]
     assert dataset.validate() == []
+
+
+def test_planted_copies_are_recorded_and_the_old_keywords_still_plant_them(
+    tmp_path: Path,
+) -> None:
+    from medbatch.testing.planted_copies import plant_copies
+
+    root = write_synthetic_ecg_dataset(tmp_path / "new", 8, seed=4, size=(300, 214))
+    planted = plant_copies(root, duplicates=2, conflicts=1, near_duplicates=1)
+    assert [copy["copy_kind"] for copy in planted] == ["duplicate", "duplicate", "conflict", "near"]
+    sidecar = json.loads((root / "labels.json").read_text("utf-8"))
+    files = {entry["path"]: entry for entry in sidecar["files"]}
+    assert len(files) == 12
+    for copy in planted:
+        source = files[copy["copy_of"]]
+        same_bytes = (root / copy["path"]).read_bytes() == (root / source["path"]).read_bytes()
+        assert same_bytes == (copy["copy_kind"] != "near")
+        assert (copy["label"] == source["label"]) == (copy["copy_kind"] != "conflict")
+    readme = (root / "README.txt").read_text("utf-8")
+    assert "Planted exact duplicates: 2    planted label conflicts: 1" in readme
+    assert "Planted near-duplicates (re-encoded copies): 1" in readme
+
+    with pytest.warns(DeprecationWarning, match="plant_copies"):
+        old = write_synthetic_ecg_dataset(
+            tmp_path / "old", 8, seed=4, size=(300, 214),
+            duplicates=2, conflicts=1, near_duplicates=1,
+        )  # fmt: skip
+    written = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert written == sorted(p.relative_to(old).as_posix() for p in old.rglob("*") if p.is_file())
+    for name in written:
+        assert (old / name).read_bytes() == (root / name).read_bytes(), name

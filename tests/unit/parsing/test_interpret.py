@@ -7,21 +7,11 @@ import io
 import pytest
 from PIL import Image
 
-from medbatch import (
-    AnswerStatus,
-    ImageRef,
-    InferenceRequest,
-    InferenceResponse,
-    LabelConstraint,
-    ListDataset,
-    Record,
-    RunnerCapabilities,
-    Usage,
-    classify,
-    get_task,
-)
+from medbatch import AnswerStatus, ImageRef, ListDataset, Record, classify, get_task
 from medbatch.canary import CanaryFailedError
 from medbatch.parsing.interpret import interpret_response
+from medbatch.records import InferenceRequest, InferenceResponse, LabelConstraint, Usage
+from medbatch.runners import RunnerCapabilities
 from medbatch.testing import FunctionRunner
 
 TASK = get_task("ecg")

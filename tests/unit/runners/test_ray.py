@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from medbatch import ImageFolderDataset, InferenceRequest, classify, get_task
+from medbatch import ImageFolderDataset, classify, get_task
 from medbatch.config import RunConfig, load_config
 from medbatch.errors import ConfigError
+from medbatch.records import InferenceRequest
 from medbatch.runners.base import BatchRunner
 from medbatch.store import PREDICTIONS
 from medbatch.testing import FunctionRunner

@@ -8,14 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from medbatch import (
-    GenerationParams,
-    ImageRef,
-    InferenceRequest,
-    InferenceResponse,
-    Record,
-    get_task,
-)
+from medbatch import GenerationParams, ImageRef, Record, get_task
+from medbatch.records import InferenceRequest, InferenceResponse
 from medbatch.runners.transformers import TransformersRunner
 from medbatch.testing import FunctionRunner
 from medbatch.testing.consistency import (
