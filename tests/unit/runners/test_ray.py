@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections import Counter
@@ -40,6 +41,9 @@ def ray_cluster() -> Iterator[None]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves the host
     # Actors unpickle the factories below, which live in this (not importable) test module.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    # ray.init installs its own SIGINT/SIGTERM handlers and leaves them: put ours back after,
+    # so later tests (and classify's SIGTERM handling) see the process as it was.
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     ray.init(
         num_cpus=2,
         include_dashboard=False,
@@ -52,6 +56,8 @@ def ray_cluster() -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
         shutil.rmtree(temp_dir, ignore_errors=True)
 
