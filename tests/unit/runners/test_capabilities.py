@@ -8,6 +8,7 @@ the runners' own declarations, and the class docstring for the deprecation note.
 from __future__ import annotations
 
 import ast
+import inspect
 import logging
 from pathlib import Path
 
@@ -35,9 +36,10 @@ def _capability_reads(source: str) -> set[str]:
 
 def _documented(field: str) -> str:
     """The docstring entry of `field` in RunnerCapabilities' Attributes section."""
-    doc = RunnerCapabilities.__doc__ or ""
-    entry = doc.split(f"        {field}: ", 1)[1]
-    return entry.split("\n        ", 1)[0] if "\n        " in entry else entry
+    # cleandoc: Python 3.13 strips docstring indentation at compile time, older ones do not.
+    doc = inspect.cleandoc(RunnerCapabilities.__doc__ or "")
+    entry = doc.split(f"\n    {field}: ", 1)[1]
+    return entry.split("\n    ", 1)[0]
 
 
 def test_every_capability_is_read_somewhere_or_deprecated() -> None:
