@@ -42,6 +42,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "stage_upload": ["--quick"],
     "synthetic_ecg": ["--pages", "5"],
     "parser_speed": ["--repeat", "2"],
+    "startup": ["--repeat", "3"],
     "openai_runner": ["-n", "300"],
     "transformers_runner": ["--images", "8", "--batch-sizes", "1", "4"],
 }
@@ -55,6 +56,7 @@ ORDER = (
     "parser",
     "parser_speed",
     "synthetic_ecg",
+    "startup",
 )
 NOT_BENCHMARKS = frozenset({"run_all", "seed_regex"})
 
