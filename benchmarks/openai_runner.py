@@ -194,7 +194,12 @@ def main() -> None:
     with server_process(args.latency, total) as base_url:
         seq = [measure(base_url, args.sequential_n, 1, f"seq{r}-") for r in range(args.repeats)]
         sequential = statistics.median(rate for rate, _, _ in seq)
-        rows.append(("sequential (C 1)", args.sequential_n, sequential, 1 / args.latency, 0.0, 0))
+        seq_cpu = statistics.median(cpu for _, cpu, _ in seq)
+        seq_failed = sum(failed for _, _, failed in seq)
+        seq_ideal = 1 / args.latency
+        rows.append(
+            ("sequential (C 1)", args.sequential_n, sequential, seq_ideal, seq_cpu, seq_failed)
+        )
         results: dict[int, tuple[float, float, float, float]] = {}
         for level in levels:
             ours, sdk = [], []
