@@ -86,5 +86,9 @@ class OpenAICompatibleRunnerConfig(RunnerConfig):
         default_factory=dict, description="Query parameters, e.g. Azure's api-version."
     )
     batch_size: int | None = Field(
-        default=None, ge=1, description="Requests per streamed batch; None: 4 × concurrency."
+        default=None,
+        ge=1,
+        description=(
+            "Requests read ahead of their answers (at least concurrency); None: 4 × concurrency."
+        ),
     )

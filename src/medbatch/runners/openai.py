@@ -16,8 +16,9 @@ sends them again once the server is back. The count restarts with every `run`.
 
 The runner owns a private event loop in a daemon thread, so it works the same from a
 script, a CLI, or a Jupyter notebook whose own loop is already running. Results stream:
-each response is yielded as soon as it arrives, batch by batch (`batch_size`, default
-4 × `concurrency`).
+each response is yielded as soon as it arrives, while the next requests are read ahead
+(`batch_size` of them, default 4 × `concurrency`) so `concurrency` requests stay in flight
+from the first to the last record.
 
 The API key is read from the environment variable named by `api_key_env` (default
 `OPENAI_API_KEY`), at start-up. It is never stored in the config, never logged, and never
@@ -72,6 +73,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
+import functools
 import json
 import logging
 import os
@@ -133,7 +136,25 @@ _REASON_CHARS = 200
 _DATA_URL_TEXT = re.compile(r"data:[\w/+.-]+;base64,[A-Za-z0-9+/=]+")
 
 
-_DONE = object()
+@dataclasses.dataclass(frozen=True)
+class _Lost:
+    """A request whose coroutine ended without an answer (cancelled, or a BaseException)."""
+
+    record_id: str
+    reason: str
+
+
+def _report_lost(
+    record_id: str,
+    arrived: queue.SimpleQueue[InferenceResponse | _Lost],
+    future: concurrent.futures.Future[None],
+) -> None:
+    # Normal completion has already put the answer; this only keeps `run` from waiting
+    # for ever on a record whose coroutine was cancelled (the loop closed) or blew up.
+    if future.cancelled():
+        arrived.put(_Lost(record_id, "cancelled before it was answered"))
+    elif (exc := future.exception()) is not None:
+        arrived.put(_Lost(record_id, f"{type(exc).__name__}: {exc}"))
 
 
 class OpenAICompatibleRunner(BatchRunner):
@@ -274,44 +295,75 @@ class OpenAICompatibleRunner(BatchRunner):
     # -- one batch -------------------------------------------------------------------------
 
     def run(self, requests: Iterable[InferenceRequest]) -> Iterator[InferenceResponse]:
-        """Answer every request exactly once; a server found down earlier is tried again."""
+        """Answer every request exactly once, in order of arrival (see the class promises).
+
+        Unlike the base class, the requests are not answered chunk by chunk: up to
+        `batch_size` requests (never fewer than `concurrency`) are read ahead and handed
+        to the event loop, and each answer read makes room for the next request, so the
+        `concurrency` slots stay busy across what used to be chunk boundaries (a chunk
+        drained before the next was sent left slots idle behind its slowest request).
+        A server found down earlier is tried again.
+
+        Raises:
+            ValueError: Two requests share a record id (a caller bug, not a record failure).
+        """
         self._breaker.reset()
-        return super().run(requests)
+        return self._stream(requests)
+
+    def _stream(self, requests: Iterable[InferenceRequest]) -> Iterator[InferenceResponse]:
+        self.start()
+        loop = self._loop
+        assert loop is not None
+        window = max(self.batch_size or 4 * self.config.concurrency, self.config.concurrency)
+        arrived: queue.SimpleQueue[InferenceResponse | _Lost] = queue.SimpleQueue()
+        in_flight: dict[str, concurrent.futures.Future[None]] = {}
+        seen_ids: set[str] = set()
+        warned: set[str] = set()
+        source = iter(requests)
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(in_flight) < window:
+                    request = next(source, None)
+                    if request is None:
+                        exhausted = True
+                        break
+                    record_id = request.record_id
+                    if record_id in seen_ids:
+                        raise ValueError(f"duplicate request for record {record_id!r}")
+                    seen_ids.add(record_id)
+                    self._check_image_inputs(request, warned)
+                    future = loop.submit(self._answer_one(request, arrived.put))
+                    future.add_done_callback(functools.partial(_report_lost, record_id, arrived))
+                    in_flight[record_id] = future
+                if not in_flight:
+                    return
+                item = arrived.get()
+                if in_flight.pop(item.record_id, None) is None:
+                    continue  # a late `_Lost` for a record already answered
+                if isinstance(item, _Lost):
+                    yield InferenceResponse.failure(item.record_id, "runner_error", item.reason)
+                else:
+                    yield item
+        finally:
+            for future in in_flight.values():
+                future.cancel()  # the consumer stopped early: stop sending requests
 
     def _run_batch(self, requests: Sequence[InferenceRequest]) -> Iterable[InferenceResponse]:
-        self.start()
-        assert self._loop is not None
-        arrived: queue.SimpleQueue[object] = queue.SimpleQueue()
-        future = self._loop.submit(self._answer_all(requests, arrived.put))
-        future.add_done_callback(lambda _: arrived.put(_DONE))
-        return self._drain(arrived, future)
+        """One batch through the same pipe as `run` (kept for the `BatchRunner` contract)."""
+        return self._stream(requests)
 
-    @staticmethod
-    def _drain(
-        arrived: queue.SimpleQueue[object], future: concurrent.futures.Future[None]
-    ) -> Iterator[InferenceResponse]:
-        try:
-            while (item := arrived.get()) is not _DONE:
-                assert isinstance(item, InferenceResponse)
-                yield item
-            future.result()  # re-raise a crash of the batch (a bug); the base class reports it
-        finally:
-            future.cancel()  # the consumer stopped early: stop sending requests
-
-    async def _answer_all(
-        self, requests: Sequence[InferenceRequest], put: Callable[[object], None]
+    async def _answer_one(
+        self, request: InferenceRequest, put: Callable[[InferenceResponse], None]
     ) -> None:
-        async def answer(request: InferenceRequest) -> None:
-            try:
-                response = await self._answer(request)
-            except Exception as exc:  # a bug or an odd body: fail this record, not the batch
-                logger.warning("record %s: %s: %s", request.record_id, type(exc).__name__, exc)
-                response = InferenceResponse.failure(
-                    request.record_id, "request_failed", f"{type(exc).__name__}: {exc}"
-                )
-            put(response)
-
-        await asyncio.gather(*(answer(request) for request in requests))
+        try:
+            response = await self._answer(request)
+        except Exception as exc:  # a bug or an odd body: fail this record, not the run
+            logger.warning("record %s: %s: %s", request.record_id, type(exc).__name__, exc)
+            response = InferenceResponse.failure(
+                request.record_id, "request_failed", f"{type(exc).__name__}: {exc}"
+            )
+        put(response)
 
     async def _answer(self, request: InferenceRequest) -> InferenceResponse:
         record_id = request.record_id
