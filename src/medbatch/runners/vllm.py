@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -55,7 +56,7 @@ from medbatch.records import (
     Usage,
 )
 from medbatch.runners.base import BatchRunner, RunnerCapabilities, RunnerConfig
-from medbatch.scoring import label_scores_from_top_logprobs
+from medbatch.scoring import label_probabilities, label_scores_from_top_logprobs
 
 __all__ = ["VLLMRunner", "VLLMRunnerConfig", "fold_system_messages"]
 
@@ -157,6 +158,7 @@ class VLLMRunner(BatchRunner):
         batching=True,
         constrained_decoding=True,
         label_scores=True,
+        likelihood_scoring=True,
         image_inputs=frozenset({"bytes", "url"}),
         expensive=True,
     )
@@ -272,6 +274,7 @@ class VLLMRunner(BatchRunner):
         conversations: list[list[dict[str, Any]]] = []
         params: list[Any] = []
         ready: list[InferenceRequest] = []
+        scored: list[tuple[InferenceRequest, list[dict[str, Any]]]] = []
         for request in requests:
             try:
                 conversation = self._conversation(request)
@@ -280,11 +283,16 @@ class VLLMRunner(BatchRunner):
                     request.record_id, "image_error", str(exc), retryable=False
                 )
                 continue
+            if request.constraint is not None and request.constraint.mode == "score":
+                scored.append((request, conversation))
+                continue
             conversations.append(conversation)
             params.append(self._params(request))
             ready.append(request)
         if ready:
             yield from self._generate(ready, conversations, params)
+        if scored:
+            yield from self._score(scored)
 
     def _generate(
         self,
@@ -321,6 +329,87 @@ class VLLMRunner(BatchRunner):
         latency = (time.perf_counter() - started) / len(requests)
         for request, output in zip(requests, outputs, strict=True):
             yield self._response(request, output, latency)
+
+    def _score(
+        self, rows: Sequence[tuple[InferenceRequest, list[dict[str, Any]]]]
+    ) -> Iterator[InferenceResponse]:
+        """`score` mode: one prefill per label continuation, nothing generated.
+
+        Each request becomes K conversations, its own plus an assistant turn holding one
+        label, rendered whole (`add_generation_prompt=False`) so the end-of-turn token after
+        the label is scored too: without it a label that is a prefix of another would always
+        win. vLLM returns the log-probability of every prompt token (`prompt_logprobs=0`:
+        the actual token only); a label's score is the sum over the tokens after the prefix
+        its K prompts share. The shared prefix ends wherever tokenisation makes the prompts
+        differ, so the boundary token is counted for every label; tokens before it have the
+        same log-probability in all K prompts (a causal model sees the same context) and
+        would only add a constant, which the normalisation cancels.
+        """
+        llm = self._llm
+        assert llm is not None
+        conversations: list[list[dict[str, Any]]] = []
+        params: list[Any] = []
+        for request, conversation in rows:
+            assert request.constraint is not None
+            for label in request.constraint.labels:
+                conversations.append([*conversation, {"role": "assistant", "content": label}])
+                # One token must be generated; it is never read.
+                params.append(
+                    self._sampling_params(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+                )
+        started = time.perf_counter()
+        try:
+            outputs = llm.chat(
+                conversations,
+                sampling_params=params,
+                use_tqdm=False,
+                add_generation_prompt=False,
+                continue_final_message=False,
+            )
+        except Exception as exc:  # one bad prompt fails the call, as in `_generate`
+            latency = time.perf_counter() - started
+            requests = [request for request, _ in rows]
+            if len(rows) == 1 or _is_engine_dead(exc):
+                yield from self._failed(requests, exc, latency)
+                return
+            half = len(rows) // 2
+            logger.warning(
+                "vLLM rejected a score chunk of %d (%s: %s); splitting it",
+                len(rows),
+                type(exc).__name__,
+                exc,
+            )
+            yield from self._score(rows[:half])
+            yield from self._score(rows[half:])
+            return
+        latency = (time.perf_counter() - started) / len(rows)
+        position = 0
+        for request, _ in rows:
+            assert request.constraint is not None
+            labels = request.constraint.labels
+            mine = outputs[position : position + len(labels)]
+            position += len(labels)
+            try:
+                sums, shared = _label_logprobs(labels, mine)
+                scores = label_probabilities(sums)
+            except (ValueError, KeyError, TypeError, IndexError) as exc:
+                yield InferenceResponse.failure(
+                    request.record_id,
+                    "runner_error",
+                    f"vLLM returned unusable prompt log-probabilities: {exc}",
+                    retryable=False,
+                    latency_s=latency,
+                )
+                continue
+            yield InferenceResponse(
+                record_id=request.record_id,
+                # max keeps the first of equal scores: a tie goes to the label listed first.
+                text=max(scores, key=scores.__getitem__),
+                finish_reason="stop",
+                usage=Usage(prompt_tokens=shared, completion_tokens=0),
+                label_scores=scores,
+                latency_s=latency,
+            )
 
     @staticmethod
     def _failed(
@@ -408,6 +497,31 @@ def _is_a(exc: BaseException, class_name: str) -> bool:
 
 def _is_engine_dead(exc: BaseException) -> bool:
     return _is_a(exc, "EngineDeadError")
+
+
+def _label_logprobs(labels: Sequence[str], outputs: Sequence[Any]) -> tuple[dict[str, float], int]:
+    """Each label's log-probability from the `prompt_logprobs` of its K prompts.
+
+    Returns:
+        `{label: sum of log p over the tokens after the shared prefix}`, and the length of
+        that shared prefix (the prompt's tokens, for `usage`).
+
+    Raises:
+        ValueError: A prompt without `prompt_logprobs`, or K prompts that are all the same.
+    """
+    token_lists = [list(output.prompt_token_ids) for output in outputs]
+    shared = len(os.path.commonprefix(token_lists))
+    if len(labels) > 1 and all(len(tokens) == shared for tokens in token_lists):
+        raise ValueError("the label continuations tokenised to the same prompt")
+    sums: dict[str, float] = {}
+    for label, tokens, output in zip(labels, token_lists, outputs, strict=True):
+        logprobs = output.prompt_logprobs
+        if logprobs is None:
+            raise ValueError("no prompt_logprobs in the output")
+        # Entry i holds log p(token i | tokens before it); entry 0 is None.
+        start = max(shared, 1)
+        sums[label] = sum(logprobs[i][tokens[i]].logprob for i in range(start, len(tokens)))
+    return sums, shared
 
 
 def _openai_logprobs(completion: Any) -> list[dict[str, Any]]:
