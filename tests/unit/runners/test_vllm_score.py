@@ -148,3 +148,23 @@ def test_classify_takes_score_mode_on_vllm() -> None:
         assert row.status == "parsed"
         assert row.completion_tokens == 0
         assert row.label in task.labels.names
+
+
+def test_a_labels_log_probability_counts_only_its_own_tokens() -> None:
+    # The prompt's tokens add the same constant to every label, which the normalisation
+    # cancels; the raw sums show whether they were counted.
+    from medbatch.runners.vllm import _label_logprobs
+
+    conversation = [{"role": "user", "content": "Classify this ECG."}]
+    with fake_vllm(token_logprob=_table) as fake:
+        llm = fake.module.LLM(model=MEDGEMMA)  # type: ignore[attr-defined]
+        params = fake.sampling_params_class(max_tokens=1, prompt_logprobs=0)
+        outputs = llm.chat(
+            [[*conversation, {"role": "assistant", "content": label}] for label in LABELS],
+            sampling_params=params,
+            add_generation_prompt=False,
+        )
+    sums, shared = _label_logprobs(LABELS, outputs)
+    assert sums == pytest.approx(SUMS, abs=1e-12)
+    # <user> Classify _ this _ ECG . <end> <assistant> (spaces are tokens): what they share.
+    assert shared == 9
