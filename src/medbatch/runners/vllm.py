@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -510,7 +509,10 @@ def _label_logprobs(labels: Sequence[str], outputs: Sequence[Any]) -> tuple[dict
         ValueError: A prompt without `prompt_logprobs`, or K prompts that are all the same.
     """
     token_lists = [list(output.prompt_token_ids) for output in outputs]
-    shared = len(os.path.commonprefix(token_lists))
+    first = token_lists[0]
+    shared = min(len(tokens) for tokens in token_lists)
+    for tokens in token_lists[1:]:
+        shared = next((i for i in range(shared) if tokens[i] != first[i]), shared)
     if len(labels) > 1 and all(len(tokens) == shared for tokens in token_lists):
         raise ValueError("the label continuations tokenised to the same prompt")
     sums: dict[str, float] = {}

@@ -310,7 +310,6 @@ class FakeLLM:
             ],
         )
 
-
     def _prompt_logprobs(
         self, prompt: Sequence[str], top_k: int
     ) -> list[dict[int, Logprob] | None]:

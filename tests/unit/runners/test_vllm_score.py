@@ -59,6 +59,7 @@ def test_score_mode_answers_the_label_whose_tokens_sum_highest() -> None:
     assert response.label_scores is not None
     assert list(response.label_scores) == list(LABELS)
     assert response.label_scores == pytest.approx(_softmax(SUMS), rel=1e-9)
+    assert response.usage is not None
     assert response.usage.completion_tokens == 0
     # One call, one prompt per label, each asking for prompt log-probabilities only.
     (call,) = fake.chat_calls
@@ -110,7 +111,9 @@ def test_score_requests_share_a_chunk_with_generated_ones() -> None:
     assert sorted(responses) == ["choice", "free", "score1", "score2"]
     assert responses["score1"].text == responses["score2"].text == "NORMAL"
     assert responses["choice"].text == "ST"
-    assert responses["choice"].usage.completion_tokens == 1
+    usage = responses["choice"].usage
+    assert usage is not None
+    assert usage.completion_tokens == 1
     assert [len(call.conversations) for call in fake.chat_calls] == [2, 2 * len(LABELS)]
 
 
@@ -157,7 +160,7 @@ def test_a_labels_log_probability_counts_only_its_own_tokens() -> None:
 
     conversation = [{"role": "user", "content": "Classify this ECG."}]
     with fake_vllm(token_logprob=_table) as fake:
-        llm = fake.module.LLM(model=MEDGEMMA)  # type: ignore[attr-defined]
+        llm = fake.module.LLM(model=MEDGEMMA)
         params = fake.sampling_params_class(max_tokens=1, prompt_logprobs=0)
         outputs = llm.chat(
             [[*conversation, {"role": "assistant", "content": label}] for label in LABELS],
