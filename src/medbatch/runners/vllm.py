@@ -62,6 +62,10 @@ __all__ = ["VLLMRunner", "VLLMRunnerConfig", "fold_system_messages"]
 logger = logging.getLogger(__name__)
 
 _DEFAULT_TOP_LOGPROBS = 5
+# Score mode scores the continuations from this many tokens before the end of the prompt
+# (rendered for generation); the chat template's end of turn and generation prompt must
+# fit in it, or the request is scored again in full.
+_SCORE_START_MARGIN = 16
 
 
 class VLLMRunnerConfig(RunnerConfig):
@@ -330,34 +334,55 @@ class VLLMRunner(BatchRunner):
             yield self._response(request, output, latency)
 
     def _score(
-        self, rows: Sequence[tuple[InferenceRequest, list[dict[str, Any]]]]
+        self,
+        rows: Sequence[tuple[InferenceRequest, list[dict[str, Any]]]],
+        *,
+        reuse_prompt: bool = True,
     ) -> Iterator[InferenceResponse]:
-        """`score` mode: one prefill per label continuation, nothing generated.
+        """`score` mode: one prefill of each prompt plus its K label continuations.
 
         Each request becomes K conversations, its own plus an assistant turn holding one
         label, rendered whole (`add_generation_prompt=False`) so the end-of-turn token after
         the label is scored too: without it a label that is a prefix of another would always
-        win. vLLM returns the log-probability of every prompt token (`prompt_logprobs=0`:
+        win. vLLM returns the log-probability of each prompt token (`prompt_logprobs=0`:
         the actual token only); a label's score is the sum over the tokens after the prefix
         its K prompts share. The shared prefix ends wherever tokenisation makes the prompts
-        differ, so the boundary token is counted for every label; tokens before it have the
+        differ, so a boundary token is counted for every label; tokens before it have the
         same log-probability in all K prompts (a causal model sees the same context) and
         would only add a constant, which the normalisation cancels.
+
+        vLLM does not read the prefix cache for a request with `prompt_logprobs` unless
+        `prompt_logprob_start` says where scoring begins, and it would then prefill the
+        prompt and its image K times. So the prompt is prefilled once first (as for
+        generation, one token), and the K continuations ask for scores only from near its
+        end, reading the cached rows before. A request whose labels diverge earlier than
+        that (an unusual chat template) is scored again in full (`reuse_prompt=False`).
         """
         llm = self._llm
         assert llm is not None
-        conversations: list[list[dict[str, Any]]] = []
-        params: list[Any] = []
-        for request, conversation in rows:
-            assert request.constraint is not None
-            for label in request.constraint.labels:
-                conversations.append([*conversation, {"role": "assistant", "content": label}])
-                # One token must be generated; it is never read.
-                params.append(
-                    self._sampling_params(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-                )
         started = time.perf_counter()
         try:
+            starts = [0] * len(rows)
+            if reuse_prompt:
+                prompts = llm.chat(
+                    [conversation for _, conversation in rows],
+                    sampling_params=self._sampling_params(max_tokens=1, temperature=0.0),
+                    use_tqdm=False,
+                )
+                starts = [
+                    max(0, len(output.prompt_token_ids) - _SCORE_START_MARGIN) for output in prompts
+                ]
+            conversations: list[list[dict[str, Any]]] = []
+            params: list[Any] = []
+            for (request, conversation), start in zip(rows, starts, strict=True):
+                assert request.constraint is not None
+                for label in request.constraint.labels:
+                    conversations.append([*conversation, {"role": "assistant", "content": label}])
+                    # One token must be generated; it is never read.
+                    options: dict[str, Any] = {"prompt_logprobs": 0}
+                    if start:
+                        options.update(prompt_logprob_start=start, skip_reading_prefix_cache=False)
+                    params.append(self._sampling_params(max_tokens=1, temperature=0.0, **options))
             outputs = llm.chat(
                 conversations,
                 sampling_params=params,
@@ -378,12 +403,13 @@ class VLLMRunner(BatchRunner):
                 type(exc).__name__,
                 exc,
             )
-            yield from self._score(rows[:half])
-            yield from self._score(rows[half:])
+            yield from self._score(rows[:half], reuse_prompt=reuse_prompt)
+            yield from self._score(rows[half:], reuse_prompt=reuse_prompt)
             return
         latency = (time.perf_counter() - started) / len(rows)
+        again: list[tuple[InferenceRequest, list[dict[str, Any]]]] = []
         position = 0
-        for request, _ in rows:
+        for request, conversation in rows:
             assert request.constraint is not None
             labels = request.constraint.labels
             mine = outputs[position : position + len(labels)]
@@ -391,6 +417,9 @@ class VLLMRunner(BatchRunner):
             try:
                 sums, shared = _label_logprobs(labels, mine)
                 scores = label_probabilities(sums)
+            except _UnscoredError:
+                again.append((request, conversation))
+                continue
             except (ValueError, KeyError, TypeError, IndexError) as exc:
                 yield InferenceResponse.failure(
                     request.record_id,
@@ -409,6 +438,17 @@ class VLLMRunner(BatchRunner):
                 label_scores=scores,
                 latency_s=latency,
             )
+        if again and reuse_prompt:
+            yield from self._score(again, reuse_prompt=False)
+        elif again:
+            for request, _ in again:
+                yield InferenceResponse.failure(
+                    request.record_id,
+                    "runner_error",
+                    "vLLM returned no prompt log-probabilities for the label tokens",
+                    retryable=False,
+                    latency_s=latency,
+                )
 
     @staticmethod
     def _failed(
@@ -498,6 +538,10 @@ def _is_engine_dead(exc: BaseException) -> bool:
     return _is_a(exc, "EngineDeadError")
 
 
+class _UnscoredError(ValueError):
+    """A label token before `prompt_logprob_start`: its log-probability was not returned."""
+
+
 def _label_logprobs(labels: Sequence[str], outputs: Sequence[Any]) -> tuple[dict[str, float], int]:
     """Each label's log-probability from the `prompt_logprobs` of its K prompts.
 
@@ -522,6 +566,8 @@ def _label_logprobs(labels: Sequence[str], outputs: Sequence[Any]) -> tuple[dict
             raise ValueError("no prompt_logprobs in the output")
         # Entry i holds log p(token i | tokens before it); entry 0 is None.
         start = max(shared, 1)
+        if any(logprobs[i] is None for i in range(start, len(tokens))):
+            raise _UnscoredError(label)
         sums[label] = sum(logprobs[i][tokens[i]].logprob for i in range(start, len(tokens)))
     return sums, shared
 

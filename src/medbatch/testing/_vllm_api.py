@@ -184,6 +184,11 @@ class SamplingParams:
             raise ValueError(f"logprobs must be a non-negative int or -1, got {self.logprobs}")
         if self.prompt_logprobs is True:  # vLLM reads True as 1
             self.prompt_logprobs = 1
+        self.prompt_logprob_start: int | None = kwargs.get("prompt_logprob_start")
+        self.skip_reading_prefix_cache: bool | None = kwargs.get("skip_reading_prefix_cache")
+        if self.skip_reading_prefix_cache is None:
+            # vLLM's default: a request with prompt logprobs does not read the prefix cache.
+            self.skip_reading_prefix_cache = self.prompt_logprobs is not None
         if self.prompt_logprobs is not None and self.prompt_logprobs < -1:
             raise ValueError(
                 f"prompt_logprobs must be non-negative or -1, got {self.prompt_logprobs}."

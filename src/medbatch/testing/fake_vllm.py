@@ -290,9 +290,19 @@ class FakeLLM:
         logprobs = None
         if params.logprobs:
             logprobs = [_step(token, labels, params.logprobs) for token in tokens]
+        start = params.prompt_logprob_start or 0
+        if start and start >= len(prompt) - 1:
+            # vLLM's check (v1/engine/input_processor.py); it fails the whole call.
+            raise fake.exceptions.VLLMValidationError(
+                f"prompt_logprob_start must be less than prompt_len - 1 ({len(prompt) - 1}) "
+                "so at least one prompt row is scored.",
+                parameter="prompt_logprob_start",
+                value=start,
+            )
+        fake.prefilled_tokens += len(prompt) - self._cached(prompt, params)
         prompt_logprobs = None
         if params.prompt_logprobs is not None:
-            prompt_logprobs = self._prompt_logprobs(prompt, params.prompt_logprobs)
+            prompt_logprobs = self._prompt_logprobs(prompt, params.prompt_logprobs, start)
         return RequestOutput(
             request_id=str(len(fake.chat_calls) * 100_000 + index),
             prompt=None,
@@ -310,15 +320,37 @@ class FakeLLM:
             ],
         )
 
+    def _cached(self, prompt: list[str], params: Any) -> int:
+        """Prompt tokens read from the fake prefix cache (whole prompts seen before), with
+        vLLM's limit (`Request.get_prefix_cache_hit_limit`): none when the request skips
+        cache reads, up to `prompt_logprob_start` when it asks for prompt logprobs."""
+        cache = self.fake.prefix_cache
+        limit = len(prompt) - 1  # the last prompt token is always computed
+        if params.skip_reading_prefix_cache:
+            limit = 0
+        elif params.prompt_logprobs is not None:
+            limit = min(limit, params.prompt_logprob_start or 0)
+        hit = 0
+        for seen in cache:
+            shared = 0
+            for a, b in zip(seen, prompt, strict=False):
+                if a != b:
+                    break
+                shared += 1
+            hit = max(hit, shared)
+        cache.append(tuple(prompt))
+        return min(hit, limit)
+
     def _prompt_logprobs(
-        self, prompt: Sequence[str], top_k: int
+        self, prompt: Sequence[str], top_k: int, start: int = 0
     ) -> list[dict[int, Logprob] | None]:
         """vLLM's `prompt_logprobs` (`create_prompt_logprobs`, then
         `append_logprobs_for_next_position` per token, in `vllm/logprobs.py`): `None`, then
         per position the actual token first (its vocabulary rank), then the top k (ranks
-        1..k; a token already there is overwritten with the same values)."""
-        out: list[dict[int, Logprob] | None] = [None]
-        for position in range(1, len(prompt)):
+        1..k; a token already there is overwritten with the same values). Positions up to
+        `prompt_logprob_start` are None, as in vLLM's `LogprobsProcessor`."""
+        out: list[dict[int, Logprob] | None] = [None] * (1 + start)
+        for position in range(1 + start, len(prompt)):
             token = prompt[position]
             logprob = self.fake.token_logprob(prompt[:position], token)
             # The rest of the mass goes to made-up alternatives, halving each time.
@@ -419,6 +451,7 @@ class FakeVLLM:
     Attributes:
         inits: The keyword arguments of every `LLM(...)`.
         chat_calls: Every `LLM.chat` call, in order.
+        prefilled_tokens: Prompt tokens computed, not read from the (fake) prefix cache.
         module: The fake `vllm` module.
     """
 
@@ -441,6 +474,8 @@ class FakeVLLM:
         self.token_logprob: TokenLogprobFn = token_logprob or default_token_logprob
         self.inits: list[dict[str, Any]] = []
         self.chat_calls: list[ChatCall] = []
+        self.prefix_cache: list[tuple[str, ...]] = []
+        self.prefilled_tokens = 0
         llm_class = type("LLM", (FakeLLM,), {"fake": self})
         self.module = types.ModuleType("vllm")
         self.module.__version__ = version  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import pytest
 
+import medbatch.runners.vllm as vllm_module
 from medbatch import classify, get_task
 from medbatch.datasets.synthetic import SyntheticECGDataset
 from medbatch.records import ChatMessage, GenerationParams, LabelConstraint
@@ -61,8 +62,14 @@ def test_score_mode_answers_the_label_whose_tokens_sum_highest() -> None:
     assert response.label_scores == pytest.approx(_softmax(SUMS), rel=1e-9)
     assert response.usage is not None
     assert response.usage.completion_tokens == 0
-    # One call, one prompt per label, each asking for prompt log-probabilities only.
-    (call,) = fake.chat_calls
+    # The prompt's tokens: everything up to and including the assistant role token.
+    assert response.usage.prompt_tokens is not None
+    assert response.usage.prompt_tokens > 256  # the image
+    # The prompt once (to fill the prefix cache), then one prompt per label, each asking
+    # for prompt log-probabilities only, from near the end of the prompt.
+    first, call = fake.chat_calls
+    assert first.conversations == [call.conversations[0][:-1]]
+    assert first.kwargs.get("add_generation_prompt", True) is True
     assert call.kwargs["add_generation_prompt"] is False
     assert call.kwargs["continue_final_message"] is False
     assert [conv[-1] for conv in call.conversations] == [
@@ -71,10 +78,10 @@ def test_score_mode_answers_the_label_whose_tokens_sum_highest() -> None:
     assert all(conv[:-1] == call.conversations[0][:-1] for conv in call.conversations)
     for params in call.sampling_params:
         assert (params.prompt_logprobs, params.max_tokens, params.temperature) == (0, 1, 0.0)
+        # Scored from 16 tokens before the end of the prompt: the image is read from cache.
+        assert params.prompt_logprob_start == response.usage.prompt_tokens - 16
+        assert params.skip_reading_prefix_cache is False
         assert params.structured_outputs is None
-    # The prompt's tokens: everything up to and including the assistant role token.
-    assert response.usage.prompt_tokens is not None
-    assert response.usage.prompt_tokens > 256  # the image
 
 
 def test_score_mode_follows_the_model_not_the_label_order() -> None:
@@ -114,7 +121,7 @@ def test_score_requests_share_a_chunk_with_generated_ones() -> None:
     usage = responses["choice"].usage
     assert usage is not None
     assert usage.completion_tokens == 1
-    assert [len(call.conversations) for call in fake.chat_calls] == [2, 2 * len(LABELS)]
+    assert [len(call.conversations) for call in fake.chat_calls] == [2, 2, 2 * len(LABELS)]
 
 
 def test_a_rejected_score_prompt_fails_only_its_record() -> None:
@@ -171,3 +178,41 @@ def test_a_labels_log_probability_counts_only_its_own_tokens() -> None:
     assert sums == pytest.approx(SUMS, abs=1e-12)
     # <user> Classify _ this _ ECG . <end> <assistant> (spaces are tokens): what they share.
     assert shared == 9
+
+
+def test_each_prompt_is_prefilled_about_once() -> None:
+    requests = [make_request(f"r{i}").model_copy(update={"constraint": SCORE}) for i in range(4)]
+    with fake_vllm(token_logprob=_table) as fake, VLLMRunner(model=MEDGEMMA) as runner:
+        responses = list(runner.run(requests))
+    assert [r.text for r in responses] == ["NORMAL"] * 4
+    prompts = sum(r.usage.prompt_tokens for r in responses if r.usage and r.usage.prompt_tokens)
+    # The K=3 continuations read the cached prompt: each computes its label tokens plus at
+    # most the 16-token margin, not the prompt and its 256 image tokens again.
+    assert fake.prefilled_tokens < prompts + 4 * len(LABELS) * (16 + 5)
+
+
+def test_labels_diverging_before_the_scored_rows_are_scored_again_in_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As with a chat template whose label turn differs from its generation prompt: scoring
+    # is asked to start (margin -5) after the labels' first, differing, tokens.
+    monkeypatch.setattr(vllm_module, "_SCORE_START_MARGIN", -5)
+    long_labels = ("A" + " x" * 10, "B" + " x" * 10)
+    constraint = LabelConstraint(labels=long_labels, mode="score")
+
+    def model(before: Sequence[str], token: str) -> float:
+        if token in ("A", "B") and before[-1] == "<assistant>":
+            return -2.0 if token == "A" else -0.1
+        return -0.5
+
+    request = make_request("a").model_copy(update={"constraint": constraint})
+    with fake_vllm(token_logprob=model) as fake, VLLMRunner(model=MEDGEMMA) as runner:
+        (response,) = runner.run([request])
+    assert response.error is None
+    assert response.text == long_labels[1]
+    assert response.label_scores == pytest.approx(
+        _softmax({long_labels[0]: -2.0, long_labels[1]: -0.1}), rel=1e-9
+    )
+    # prompt; continuations scored too late; continuations scored in full
+    assert [len(call.conversations) for call in fake.chat_calls] == [1, 2, 2]
+    assert fake.chat_calls[2].sampling_params[0].prompt_logprob_start is None
