@@ -14,6 +14,10 @@ the whole `LLM.chat` call, whatever the exception; the chunk is then split in ha
 the offending records are alone, so only they fail (`runner_error`, not retryable when vLLM
 called it a client error). An `EngineDeadError` fails the chunk at once.
 
+`LabelConstraint(mode="score")` generates nothing: each prompt is prefilled once, then its
+K label continuations are scored from `prompt_logprobs` (see `VLLMRunner._score` and
+docs/concepts/label-scores.md); the answer is the most probable label.
+
 The calls follow the vLLM >= 0.11 API: `StructuredOutputsParams(choice=…)` or `(json=…)` in
 `SamplingParams(structured_outputs=…)`; the pre-0.11 `guided_decoding` /
 `GuidedDecodingParams` were removed, and servers ignore the old `guided_choice` silently.
