@@ -87,6 +87,7 @@ __all__ = [
 _DTYPES = frozenset({"auto", "half", "float16", "bfloat16", "float", "float32"})
 _ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 _TOKEN_PATTERN = re.compile(r"\w+|\s+|[^\w\s]")
+_CACHED_PROMPTS = 64
 _DEFAULT_ANSWER = "FINAL CLASSIFICATION: (fake vllm answer)"
 
 
@@ -339,6 +340,8 @@ class FakeLLM:
                 shared += 1
             hit = max(hit, shared)
         cache.append(tuple(prompt))
+        # A finite cache (the real one evicts too), which keeps the fake linear in prompts.
+        del cache[:-_CACHED_PROMPTS]
         return min(hit, limit)
 
     def _prompt_logprobs(
