@@ -14,6 +14,10 @@ the whole `LLM.chat` call, whatever the exception; the chunk is then split in ha
 the offending records are alone, so only they fail (`runner_error`, not retryable when vLLM
 called it a client error). An `EngineDeadError` fails the chunk at once.
 
+`LabelConstraint(mode="score")` generates nothing: each prompt is prefilled once, then its
+K label continuations are scored from `prompt_logprobs` (see `VLLMRunner._score` and
+docs/concepts/label-scores.md); the answer is the most probable label.
+
 The calls follow the vLLM >= 0.11 API: `StructuredOutputsParams(choice=…)` or `(json=…)` in
 `SamplingParams(structured_outputs=…)`; the pre-0.11 `guided_decoding` /
 `GuidedDecodingParams` were removed, and servers ignore the old `guided_choice` silently.
@@ -55,13 +59,17 @@ from medbatch.records import (
     Usage,
 )
 from medbatch.runners.base import BatchRunner, RunnerCapabilities, RunnerConfig
-from medbatch.scoring import label_scores_from_top_logprobs
+from medbatch.scoring import label_probabilities, label_scores_from_top_logprobs
 
 __all__ = ["VLLMRunner", "VLLMRunnerConfig", "fold_system_messages"]
 
 logger = logging.getLogger(__name__)
 
 _DEFAULT_TOP_LOGPROBS = 5
+# Score mode scores the continuations from this many tokens before the end of the prompt
+# (rendered for generation); the chat template's end of turn and generation prompt must
+# fit in it, or the request is scored again in full.
+_SCORE_START_MARGIN = 16
 
 
 class VLLMRunnerConfig(RunnerConfig):
@@ -157,6 +165,7 @@ class VLLMRunner(BatchRunner):
         batching=True,
         constrained_decoding=True,
         label_scores=True,
+        likelihood_scoring=True,
         image_inputs=frozenset({"bytes", "url"}),
         expensive=True,
     )
@@ -272,6 +281,7 @@ class VLLMRunner(BatchRunner):
         conversations: list[list[dict[str, Any]]] = []
         params: list[Any] = []
         ready: list[InferenceRequest] = []
+        scored: list[tuple[InferenceRequest, list[dict[str, Any]]]] = []
         for request in requests:
             try:
                 conversation = self._conversation(request)
@@ -280,11 +290,16 @@ class VLLMRunner(BatchRunner):
                     request.record_id, "image_error", str(exc), retryable=False
                 )
                 continue
+            if request.constraint is not None and request.constraint.mode == "score":
+                scored.append((request, conversation))
+                continue
             conversations.append(conversation)
             params.append(self._params(request))
             ready.append(request)
         if ready:
             yield from self._generate(ready, conversations, params)
+        if scored:
+            yield from self._score(scored)
 
     def _generate(
         self,
@@ -321,6 +336,123 @@ class VLLMRunner(BatchRunner):
         latency = (time.perf_counter() - started) / len(requests)
         for request, output in zip(requests, outputs, strict=True):
             yield self._response(request, output, latency)
+
+    def _score(
+        self,
+        rows: Sequence[tuple[InferenceRequest, list[dict[str, Any]]]],
+        *,
+        reuse_prompt: bool = True,
+    ) -> Iterator[InferenceResponse]:
+        """`score` mode: one prefill of each prompt plus its K label continuations.
+
+        Each request becomes K conversations, its own plus an assistant turn holding one
+        label, rendered whole (`add_generation_prompt=False`) so the end-of-turn token after
+        the label is scored too: without it a label that is a prefix of another would always
+        win. vLLM returns the log-probability of each prompt token (`prompt_logprobs=0`:
+        the actual token only); a label's score is the sum over the tokens after the prefix
+        its K prompts share. The shared prefix ends wherever tokenisation makes the prompts
+        differ, so a boundary token is counted for every label; tokens before it have the
+        same log-probability in all K prompts (a causal model sees the same context) and
+        would only add a constant, which the normalisation cancels.
+
+        vLLM does not read the prefix cache for a request with `prompt_logprobs` unless
+        `prompt_logprob_start` says where scoring begins, and it would then prefill the
+        prompt and its image K times. So the prompt is prefilled once first (as for
+        generation, one token), and the K continuations ask for scores only from near its
+        end, reading the cached rows before. A request whose labels diverge earlier than
+        that (an unusual chat template) is scored again in full (`reuse_prompt=False`).
+        """
+        llm = self._llm
+        assert llm is not None
+        started = time.perf_counter()
+        try:
+            starts = [0] * len(rows)
+            if reuse_prompt:
+                prompts = llm.chat(
+                    [conversation for _, conversation in rows],
+                    sampling_params=self._sampling_params(max_tokens=1, temperature=0.0),
+                    use_tqdm=False,
+                )
+                starts = [
+                    max(0, len(output.prompt_token_ids) - _SCORE_START_MARGIN) for output in prompts
+                ]
+            conversations: list[list[dict[str, Any]]] = []
+            params: list[Any] = []
+            for (request, conversation), start in zip(rows, starts, strict=True):
+                assert request.constraint is not None
+                for label in request.constraint.labels:
+                    conversations.append([*conversation, {"role": "assistant", "content": label}])
+                    # One token must be generated; it is never read.
+                    options: dict[str, Any] = {"prompt_logprobs": 0}
+                    if start:
+                        options.update(prompt_logprob_start=start, skip_reading_prefix_cache=False)
+                    params.append(self._sampling_params(max_tokens=1, temperature=0.0, **options))
+            outputs = llm.chat(
+                conversations,
+                sampling_params=params,
+                use_tqdm=False,
+                add_generation_prompt=False,
+                continue_final_message=False,
+            )
+        except Exception as exc:  # one bad prompt fails the call, as in `_generate`
+            latency = time.perf_counter() - started
+            requests = [request for request, _ in rows]
+            if len(rows) == 1 or _is_engine_dead(exc):
+                yield from self._failed(requests, exc, latency)
+                return
+            half = len(rows) // 2
+            logger.warning(
+                "vLLM rejected a score chunk of %d (%s: %s); splitting it",
+                len(rows),
+                type(exc).__name__,
+                exc,
+            )
+            yield from self._score(rows[:half], reuse_prompt=reuse_prompt)
+            yield from self._score(rows[half:], reuse_prompt=reuse_prompt)
+            return
+        latency = (time.perf_counter() - started) / len(rows)
+        again: list[tuple[InferenceRequest, list[dict[str, Any]]]] = []
+        position = 0
+        for request, conversation in rows:
+            assert request.constraint is not None
+            labels = request.constraint.labels
+            mine = outputs[position : position + len(labels)]
+            position += len(labels)
+            try:
+                sums, shared = _label_logprobs(labels, mine)
+                scores = label_probabilities(sums)
+            except _UnscoredError:
+                again.append((request, conversation))
+                continue
+            except (ValueError, KeyError, TypeError, IndexError) as exc:
+                yield InferenceResponse.failure(
+                    request.record_id,
+                    "runner_error",
+                    f"vLLM returned unusable prompt log-probabilities: {exc}",
+                    retryable=False,
+                    latency_s=latency,
+                )
+                continue
+            yield InferenceResponse(
+                record_id=request.record_id,
+                # max keeps the first of equal scores: a tie goes to the label listed first.
+                text=max(scores, key=scores.__getitem__),
+                finish_reason="stop",
+                usage=Usage(prompt_tokens=shared, completion_tokens=0),
+                label_scores=scores,
+                latency_s=latency,
+            )
+        if again and reuse_prompt:
+            yield from self._score(again, reuse_prompt=False)
+        elif again:
+            for request, _ in again:
+                yield InferenceResponse.failure(
+                    request.record_id,
+                    "runner_error",
+                    "vLLM returned no prompt log-probabilities for the label tokens",
+                    retryable=False,
+                    latency_s=latency,
+                )
 
     @staticmethod
     def _failed(
@@ -408,6 +540,40 @@ def _is_a(exc: BaseException, class_name: str) -> bool:
 
 def _is_engine_dead(exc: BaseException) -> bool:
     return _is_a(exc, "EngineDeadError")
+
+
+class _UnscoredError(ValueError):
+    """A label token before `prompt_logprob_start`: its log-probability was not returned."""
+
+
+def _label_logprobs(labels: Sequence[str], outputs: Sequence[Any]) -> tuple[dict[str, float], int]:
+    """Each label's log-probability from the `prompt_logprobs` of its K prompts.
+
+    Returns:
+        `{label: sum of log p over the tokens after the shared prefix}`, and the length of
+        that shared prefix (the prompt's tokens, for `usage`).
+
+    Raises:
+        ValueError: A prompt without `prompt_logprobs`, or K prompts that are all the same.
+    """
+    token_lists = [list(output.prompt_token_ids) for output in outputs]
+    first = token_lists[0]
+    shared = min(len(tokens) for tokens in token_lists)
+    for tokens in token_lists[1:]:
+        shared = next((i for i in range(shared) if tokens[i] != first[i]), shared)
+    if len(labels) > 1 and all(len(tokens) == shared for tokens in token_lists):
+        raise ValueError("the label continuations tokenised to the same prompt")
+    sums: dict[str, float] = {}
+    for label, tokens, output in zip(labels, token_lists, outputs, strict=True):
+        logprobs = output.prompt_logprobs
+        if logprobs is None:
+            raise ValueError("no prompt_logprobs in the output")
+        # Entry i holds log p(token i | tokens before it); entry 0 is None.
+        start = max(shared, 1)
+        if any(logprobs[i] is None for i in range(start, len(tokens))):
+            raise _UnscoredError(label)
+        sums[label] = sum(logprobs[i][tokens[i]].logprob for i in range(start, len(tokens)))
+    return sums, shared
 
 
 def _openai_logprobs(completion: Any) -> list[dict[str, Any]]:

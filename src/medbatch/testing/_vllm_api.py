@@ -172,6 +172,7 @@ class SamplingParams:
         self.seed: int | None = kwargs.get("seed")
         self.stop: str | list[str] | None = kwargs.get("stop")
         self.logprobs: int | None = kwargs.get("logprobs")
+        self.prompt_logprobs: int | None = kwargs.get("prompt_logprobs")
         self.structured_outputs: StructuredOutputsParams | None = kwargs.get("structured_outputs")
         if self.temperature < 0:
             raise ValueError(f"temperature must be non-negative, got {self.temperature}")
@@ -181,6 +182,17 @@ class SamplingParams:
             raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
         if self.logprobs is not None and (not isinstance(self.logprobs, int) or self.logprobs < -1):
             raise ValueError(f"logprobs must be a non-negative int or -1, got {self.logprobs}")
+        if self.prompt_logprobs is True:  # vLLM reads True as 1
+            self.prompt_logprobs = 1
+        self.prompt_logprob_start: int | None = kwargs.get("prompt_logprob_start")
+        self.skip_reading_prefix_cache: bool | None = kwargs.get("skip_reading_prefix_cache")
+        if self.skip_reading_prefix_cache is None:
+            # vLLM's default: a request with prompt logprobs does not read the prefix cache.
+            self.skip_reading_prefix_cache = self.prompt_logprobs is not None
+        if self.prompt_logprobs is not None and self.prompt_logprobs < -1:
+            raise ValueError(
+                f"prompt_logprobs must be non-negative or -1, got {self.prompt_logprobs}."
+            )
         if self.stop is not None and not isinstance(self.stop, str | list):
             raise TypeError("stop must be a string or a list of strings")
         if self.structured_outputs is not None and not isinstance(
@@ -221,6 +233,8 @@ class RequestOutput:
     request_id: str
     prompt: str | None
     prompt_token_ids: list[int] | None
-    prompt_logprobs: Any
+    prompt_logprobs: list[dict[int, Logprob] | None] | None
+    """`None` first (the first prompt token has no context), then per prompt token a dict
+    holding that token and, with `prompt_logprobs=k`, the k most likely tokens."""
     outputs: list[CompletionOutput]
     finished: bool = True

@@ -80,12 +80,14 @@ __all__ = [
     "VLLMError",
     "VLLMServerError",
     "VLLMValidationError",
+    "default_token_logprob",
     "fake_vllm",
 ]
 
 _DTYPES = frozenset({"auto", "half", "float16", "bfloat16", "float", "float32"})
 _ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 _TOKEN_PATTERN = re.compile(r"\w+|\s+|[^\w\s]")
+_CACHED_PROMPTS = 64
 _DEFAULT_ANSWER = "FINAL CLASSIFICATION: (fake vllm answer)"
 
 
@@ -100,6 +102,9 @@ class ChatCall:
 
 AnswerFn = Callable[[list[dict[str, Any]], Any], str]
 """`answer(conversation, params) -> text`."""
+
+TokenLogprobFn = Callable[[Sequence[str], str], float]
+"""`token_logprob(tokens_before, token) -> log p(token | tokens_before)` (<= 0)."""
 
 
 class FakeLLM:
@@ -170,8 +175,20 @@ class FakeLLM:
         self.fake.chat_calls.append(ChatCall(conversations, params, call_kwargs))
         for conversation in conversations:
             self._check_conversation(conversation)
+        generation_prompt = bool(kwargs.get("add_generation_prompt", True))
+        continue_final = bool(kwargs.get("continue_final_message", False))
+        if generation_prompt and continue_final:
+            # vLLM's own check (entrypoints/chat_utils.py), before any template is applied.
+            raise ValueError(
+                "continue_final_message and add_generation_prompt cannot both be True."
+            )
         return [
-            self._answer(conversation, param, index)
+            self._answer(
+                conversation,
+                param,
+                index,
+                _render(conversation, generation_prompt, continue_final),
+            )
             for index, (conversation, param) in enumerate(zip(conversations, params, strict=True))
         ]
 
@@ -245,7 +262,13 @@ class FakeLLM:
             return
         raise ValueError(f"unsupported image URL {url[:40]!r}")
 
-    def _answer(self, conversation: list[dict[str, Any]], params: Any, index: int) -> RequestOutput:
+    def _answer(
+        self,
+        conversation: list[dict[str, Any]],
+        params: Any,
+        index: int,
+        prompt: list[str],
+    ) -> RequestOutput:
         fake = self.fake
         text = fake.answer(conversation, params) if fake.answer is not None else _DEFAULT_ANSWER
         labels: tuple[str, ...] = ()
@@ -268,12 +291,24 @@ class FakeLLM:
         logprobs = None
         if params.logprobs:
             logprobs = [_step(token, labels, params.logprobs) for token in tokens]
-        prompt_tokens = sum(_prompt_size(message) for message in conversation)
+        start = params.prompt_logprob_start or 0
+        if start and start >= len(prompt) - 1:
+            # vLLM's check (v1/engine/input_processor.py); it fails the whole call.
+            raise fake.exceptions.VLLMValidationError(
+                f"prompt_logprob_start must be less than prompt_len - 1 ({len(prompt) - 1}) "
+                "so at least one prompt row is scored.",
+                parameter="prompt_logprob_start",
+                value=start,
+            )
+        fake.prefilled_tokens += len(prompt) - self._cached(prompt, params)
+        prompt_logprobs = None
+        if params.prompt_logprobs is not None:
+            prompt_logprobs = self._prompt_logprobs(prompt, params.prompt_logprobs, start)
         return RequestOutput(
             request_id=str(len(fake.chat_calls) * 100_000 + index),
             prompt=None,
-            prompt_token_ids=list(range(prompt_tokens)),
-            prompt_logprobs=None,
+            prompt_token_ids=[_token_id(token) for token in prompt],
+            prompt_logprobs=prompt_logprobs,
             outputs=[
                 CompletionOutput(
                     index=0,
@@ -285,6 +320,84 @@ class FakeLLM:
                 )
             ],
         )
+
+    def _cached(self, prompt: list[str], params: Any) -> int:
+        """Prompt tokens read from the fake prefix cache (whole prompts seen before), with
+        vLLM's limit (`Request.get_prefix_cache_hit_limit`): none when the request skips
+        cache reads, up to `prompt_logprob_start` when it asks for prompt logprobs."""
+        cache = self.fake.prefix_cache
+        limit = len(prompt) - 1  # the last prompt token is always computed
+        if params.skip_reading_prefix_cache:
+            limit = 0
+        elif params.prompt_logprobs is not None:
+            limit = min(limit, params.prompt_logprob_start or 0)
+        hit = 0
+        for seen in cache:
+            shared = 0
+            for a, b in zip(seen, prompt, strict=False):
+                if a != b:
+                    break
+                shared += 1
+            hit = max(hit, shared)
+        cache.append(tuple(prompt))
+        # A finite cache (the real one evicts too), which keeps the fake linear in prompts.
+        del cache[:-_CACHED_PROMPTS]
+        return min(hit, limit)
+
+    def _prompt_logprobs(
+        self, prompt: Sequence[str], top_k: int, start: int = 0
+    ) -> list[dict[int, Logprob] | None]:
+        """vLLM's `prompt_logprobs` (`create_prompt_logprobs`, then
+        `append_logprobs_for_next_position` per token, in `vllm/logprobs.py`): `None`, then
+        per position the actual token first (its vocabulary rank), then the top k (ranks
+        1..k; a token already there is overwritten with the same values). Positions up to
+        `prompt_logprob_start` are None, as in vLLM's `LogprobsProcessor`."""
+        out: list[dict[int, Logprob] | None] = [None] * (1 + start)
+        for position in range(1 + start, len(prompt)):
+            token = prompt[position]
+            logprob = self.fake.token_logprob(prompt[:position], token)
+            # The rest of the mass goes to made-up alternatives, halving each time.
+            rest = max(-math.expm1(logprob), 1e-12)
+            alternatives = [
+                (f"<alt{j}>", math.log(rest / 2**j)) for j in range(1, max(top_k, 0) + 1)
+            ]
+            ranked = sorted([(token, logprob), *alternatives], key=lambda item: -item[1])
+            rank = 1 + sum(1 for _, lp in alternatives if lp > logprob)
+            step = {_token_id(token): Logprob(logprob=logprob, rank=rank, decoded_token=token)}
+            for j, (alt, lp) in enumerate(ranked[: max(top_k, 0)], start=1):
+                step[_token_id(alt)] = Logprob(logprob=lp, rank=j, decoded_token=alt)
+            out.append(step)
+        return out
+
+
+def _render(
+    conversation: Sequence[Mapping[str, Any]], generation_prompt: bool, continue_final: bool
+) -> list[str]:
+    """The fake chat template, as tokens: `<role>` content `<end>` per message (256
+    `<image>` tokens per image), then `<assistant>` when a generation prompt is added; with
+    `continue_final_message` the last message is left open (no `<end>`)."""
+    tokens: list[str] = []
+    for message in conversation:
+        tokens.append(f"<{message.get('role')}>")
+        content = message.get("content")
+        parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        for part in parts or []:
+            if part.get("type") == "text":
+                tokens.extend(t for t in _TOKEN_PATTERN.findall(str(part.get("text"))))
+            else:
+                tokens.extend(["<image>"] * 256)
+        tokens.append("<end>")
+    if continue_final and tokens:
+        tokens.pop()
+    elif generation_prompt:
+        tokens.append("<assistant>")
+    return tokens
+
+
+def default_token_logprob(before: Sequence[str], token: str) -> float:
+    """The fake model's log p(token | before): fixed per (previous token, token) pair."""
+    previous = before[-1] if before else ""
+    return -0.05 - (zlib.crc32(f"{previous}\x00{token}".encode()) % 400) / 100
 
 
 def _token_id(token: str) -> int:
@@ -330,6 +443,9 @@ class FakeVLLM:
             raises `VLLMValidationError`, an exception is raised as it is (e.g.
             `EngineDeadError()`).
         fail_init: An exception `LLM(...)` raises (e.g. out of GPU memory).
+        token_logprob: The fake model behind `prompt_logprobs`:
+            `token_logprob(tokens_before, token) -> log p` over the tokens of the fake
+            chat template (`<role>` content `<end>`); default `default_token_logprob`.
         version: `vllm.__version__`.
         sampling_params: The real `vllm.sampling_params` module to use instead of the
             fake's `SamplingParams` / `StructuredOutputsParams` (tests that have the wheel).
@@ -338,6 +454,7 @@ class FakeVLLM:
     Attributes:
         inits: The keyword arguments of every `LLM(...)`.
         chat_calls: Every `LLM.chat` call, in order.
+        prefilled_tokens: Prompt tokens computed, not read from the (fake) prefix cache.
         module: The fake `vllm` module.
     """
 
@@ -348,6 +465,7 @@ class FakeVLLM:
         system_role: bool = True,
         fail_on: Callable[[list[dict[str, Any]]], bool | BaseException] | None = None,
         fail_init: Exception | None = None,
+        token_logprob: TokenLogprobFn | None = None,
         version: str = VLLM_VERSION,
         sampling_params: types.ModuleType | None = None,
         exceptions: types.ModuleType | None = None,
@@ -356,8 +474,11 @@ class FakeVLLM:
         self.system_role = system_role
         self.fail_on = fail_on
         self.fail_init = fail_init
+        self.token_logprob: TokenLogprobFn = token_logprob or default_token_logprob
         self.inits: list[dict[str, Any]] = []
         self.chat_calls: list[ChatCall] = []
+        self.prefix_cache: list[tuple[str, ...]] = []
+        self.prefilled_tokens = 0
         llm_class = type("LLM", (FakeLLM,), {"fake": self})
         self.module = types.ModuleType("vllm")
         self.module.__version__ = version  # type: ignore[attr-defined]

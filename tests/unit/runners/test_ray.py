@@ -317,3 +317,29 @@ def test_needs_exactly_one_of_inner_or_factory() -> None:
             RayRunnerConfig(inner={"kind": "replay", "path": "x.jsonl"}),
             factory=_Answer(),
         )
+
+
+def test_score_mode_through_ray_matches_the_runner_it_holds(
+    tiny_vlm_on_ray: RayRunner, tiny_model_path: Path
+) -> None:
+    from medbatch.runners.transformers import TransformersRunner
+    from medbatch.testing.contracts import make_request
+
+    constraint = TASK.constraint(mode="score")
+    requests = [
+        make_request(f"s{i}").model_copy(update={"constraint": constraint}) for i in range(3)
+    ]
+    assert tiny_vlm_on_ray.capabilities.likelihood_scoring
+    remote = {r.record_id: r for r in tiny_vlm_on_ray.run(requests)}
+    with TransformersRunner(
+        tiny_model_path, device="cpu", batch_size=4, num_image_workers=1
+    ) as local_runner:
+        local = {r.record_id: r for r in local_runner.run(requests)}
+    assert sorted(remote) == sorted(local) == ["s0", "s1", "s2"]
+    for record_id, response in remote.items():
+        assert response.error is None
+        assert response.usage is not None
+        assert response.usage.completion_tokens == 0
+        assert response.text == local[record_id].text
+        assert response.label_scores is not None
+        assert response.label_scores == pytest.approx(local[record_id].label_scores, abs=1e-5)

@@ -110,3 +110,22 @@ def test_vllm_serve_reads_our_bodies_as_constrained(
     assert parsed["logprobs"] == 5
     assert (parsed["max_tokens"], parsed["seed"], parsed["stop"]) == (32, 3, ["\n\n"])
     assert parsed["image_parts"] == ["text", "image_url"]
+
+
+def test_score_mode_runs_on_vllms_own_sampling_params(probe: dict[str, Any]) -> None:
+    score = probe["score"]
+    assert score["params_types"] == ["vllm.sampling_params.SamplingParams"]
+    assert score["response"]["text"] in LABELS
+    assert sum(score["response"]["label_scores"].values()) == pytest.approx(1.0)
+    assert score["logprob_fields"]["fake"] == score["logprob_fields"]["real"]
+
+
+@pytest.mark.parametrize("k", ["0", "1", "3"])
+def test_the_fakes_prompt_logprobs_are_shaped_as_vllms(probe: dict[str, Any], k: str) -> None:
+    shape = probe["score"]["shapes"][k]
+    # vLLM's own containers, filled with the fake's numbers, equal the fake's: None first,
+    # then per token the actual token (first, with its rank) and the top k.
+    assert shape["fake"] == shape["real"]
+    assert shape["fake"][0] is None
+    assert len(shape["fake"]) == shape["tokens"]
+    assert all(1 <= size <= int(k) + 1 for size in shape["sizes"][1:])

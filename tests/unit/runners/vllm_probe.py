@@ -137,6 +137,81 @@ def runner_checks() -> dict[str, Any]:
     }
 
 
+def score_checks() -> dict[str, Any]:
+    """Score mode with vLLM's own SamplingParams, and the fake's `prompt_logprobs` rebuilt
+    with vLLM's own `create_prompt_logprobs` / `append_logprobs_for_next_position`."""
+    import vllm.exceptions
+    import vllm.logprobs
+    import vllm.sampling_params
+
+    from medbatch.records import LabelConstraint
+    from medbatch.runners.vllm import VLLMRunner
+    from medbatch.testing.contracts import make_request
+    from medbatch.testing.fake_vllm import Logprob, fake_vllm
+
+    labels = ("NORMAL", "POST_MI")
+    request = make_request("score").model_copy(
+        update={"constraint": LabelConstraint(labels=labels, mode="score")}
+    )
+    out: dict[str, Any] = {
+        "logprob_fields": {
+            "real": [f.name for f in dataclasses.fields(vllm.logprobs.Logprob)],
+            "fake": [f.name for f in dataclasses.fields(Logprob)],
+        }
+    }
+    with (
+        fake_vllm(sampling_params=vllm.sampling_params, exceptions=vllm.exceptions) as fake,
+        VLLMRunner(model="google/medgemma-4b-it") as runner,
+    ):
+        (response,) = runner.run([request])
+        out["response"] = {"text": response.text, "label_scores": response.label_scores}
+        out["params_types"] = sorted(
+            {f"{type(p).__module__}.{type(p).__name__}" for p in fake.chat_calls[0].sampling_params}
+        )
+        llm = fake.module.LLM(model="m")
+        conversation = [{"role": "user", "content": "Classify this ECG, please."}]
+        shapes = {}
+        for k in (0, 1, 3):
+            params = vllm.sampling_params.SamplingParams(max_tokens=1, prompt_logprobs=k)
+            (output,) = llm.chat([conversation], sampling_params=[params])
+            fake_plp = output.prompt_logprobs
+            real_plp = vllm.logprobs.create_prompt_logprobs(False)
+            for position in range(1, len(output.prompt_token_ids)):
+                step = fake_plp[position]
+                actual = output.prompt_token_ids[position]
+                top = sorted(
+                    (item for item in step.items() if item[0] != actual or item[1].rank <= k),
+                    key=lambda item: item[1].rank,
+                )[:k]
+                ids = [actual] + [token for token, _ in top]
+                chosen = step[actual]
+                vllm.logprobs.append_logprobs_for_next_position(
+                    real_plp,
+                    ids,
+                    [chosen.logprob] + [lp.logprob for _, lp in top],
+                    [chosen.decoded_token] + [lp.decoded_token for _, lp in top],
+                    chosen.rank,
+                    k,
+                )
+
+            def plain(plp: Any) -> list[Any]:
+                return [
+                    None
+                    if step is None
+                    else [(t, lp.logprob, lp.rank, lp.decoded_token) for t, lp in step.items()]
+                    for step in plp
+                ]
+
+            shapes[str(k)] = {
+                "fake": plain(fake_plp),
+                "real": plain(real_plp),
+                "tokens": len(output.prompt_token_ids),
+                "sizes": [None if s is None else len(s) for s in fake_plp],
+            }
+        out["shapes"] = shapes
+    return out
+
+
 def server_checks() -> dict[str, Any]:
     """OpenAICompatibleRunner's request bodies, read by vLLM's own server request model."""
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
@@ -191,6 +266,7 @@ def main(argv: list[str]) -> None:
             return
         result["runner"] = runner_checks()
         result["server"] = server_checks()
+        result["score"] = score_checks()
     print("VLLM_PROBE_RESULT " + json.dumps(result, default=str))
 
 
