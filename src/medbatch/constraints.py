@@ -76,7 +76,7 @@ def _refuse_score_mode(constraint: LabelConstraint) -> None:
     if constraint.mode == "score":
         raise ValueError(
             "mode='score' classifies by likelihood without generating; it has no "
-            "structured-output form. Use a runner with likelihood_scoring (transformers) or "
+            "structured-output form. Use a runner with likelihood_scoring (transformers, vllm) or "
             "mode='choice'"
         )
 

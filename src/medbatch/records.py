@@ -191,8 +191,8 @@ class LabelConstraint(BaseModel):
             without generating: the answer is the label whose tokens (then the end of the
             answer) the model finds most probable after the prompt, and `label_scores` holds
             every label's probability, from one prefill plus the label continuations. Only
-            runners with `RunnerCapabilities.likelihood_scoring` take it (TransformersRunner);
-            it ignores temperature and sampling, as there is nothing to sample.
+            runners with `RunnerCapabilities.likelihood_scoring` take it (TransformersRunner,
+            VLLMRunner); it ignores temperature and sampling, as there is nothing to sample.
         reasoning: Include a free-text `reasoning` field before `label` in `json` mode.
     """
 
