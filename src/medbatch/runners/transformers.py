@@ -177,6 +177,13 @@ class TransformersRunnerConfig(RunnerConfig):
         description="Shrink images so the longer side is at most this (pixels) before "
         "preprocessing; None keeps them as they are.",
     )
+    reduced_jpeg_decode: bool = Field(
+        default=True,
+        description="Decode JPEGs at 1/2..1/8 scale when still at least the processor's "
+        "fixed target size (Gemma 3, LLaVA 1.5; not tiling processors): same tensor shapes, "
+        "several times cheaper on large scans; False decodes in full, pixel-identical to "
+        "the processor on the full image.",
+    )
     pan_and_scan: bool = Field(
         default=False,
         description="Gemma 3 pan-and-scan: also show the model crops of wide images (e.g. "
@@ -401,6 +408,7 @@ class TransformersRunner(BatchRunner):
             self.loaded,
             max_image_side=self.config.max_image_side,
             pan_and_scan=self.config.pan_and_scan,
+            reduced_jpeg_decode=self.config.reduced_jpeg_decode,
         )
 
     # -- one batch ---------------------------------------------------------------------------
