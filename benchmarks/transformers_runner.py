@@ -392,19 +392,25 @@ def _versus_peers(
     )
     print(f"{'mode':<12} {'contender':<12} {'images/s':>9} {'CPU-s':>7}")
     for mode, runs in contenders.items():
-        medians: dict[str, tuple[float, float]] = {}
+        # Round robin, so a burst of load from elsewhere hits every contender alike.
+        samples: dict[str, list[tuple[float, float]]] = {}
         for name, work in runs.items():
             try:
                 work()  # warm-up: first-call costs (imports, kernels) out of the figure
-                samples = [_clocked(work) for _ in range(args.repeat)]
+                samples[name] = []
             except Exception as exc:  # a peer that cannot run offline is reported, not fatal
                 print(f"{mode:<12} {name:<12} none: {type(exc).__name__}: {str(exc)[:80]}")
-                continue
-            medians[name] = (
-                statistics.median(rate for rate, _ in samples),
-                statistics.median(cpu for _, cpu in samples),
+        for _ in range(args.repeat):
+            for name in samples:
+                samples[name].append(_clocked(runs[name]))
+        medians: dict[str, tuple[float, float]] = {
+            name: (
+                statistics.median(rate for rate, _ in runs_of),
+                statistics.median(cpu for _, cpu in runs_of),
             )
-            rate, cpu = medians[name]
+            for name, runs_of in samples.items()
+        }
+        for name, (rate, cpu) in medians.items():
             print(f"{mode:<12} {name:<12} {rate:>9.2f} {cpu:>7.2f}")
         if mode == "constrained" and "HF pipeline" not in runs:
             print(f"{mode:<12} {'HF pipeline':<12} none: the pipeline takes no logits processor")
