@@ -401,8 +401,8 @@ def _versus_peers(
             except Exception as exc:  # a peer that cannot run offline is reported, not fatal
                 print(f"{mode:<12} {name:<12} none: {type(exc).__name__}: {str(exc)[:80]}")
         for _ in range(args.repeat):
-            for name in samples:
-                samples[name].append(_clocked(runs[name]))
+            for name, measured in samples.items():
+                measured.append(_clocked(runs[name]))
         medians: dict[str, tuple[float, float]] = {
             name: (
                 statistics.median(rate for rate, _ in runs_of),
