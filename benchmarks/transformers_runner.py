@@ -10,6 +10,12 @@ are random; only speed is measured) on synthetic ECG-sized JPEGs (1,100 x 850 px
 costs what a real page costs). Prints images/s for each batch size next to the baseline (batch
 size 1, same run), for free text and for constrained single-label answers, and the share of
 wall time spent decoding + preprocessing images vs in the model. Target: batched >= 3x.
+First, at batch 16 (`--peers-only` stops there), medbatch next to what a user writes instead,
+on the same images in the same run, contenders measured round robin (medians of `--repeat`):
+a plain processor + `model.generate` loop (constrained: with a label trie as
+`prefix_allowed_tokens_fn`) and HF `pipeline("image-text-to-text", batch_size=16)` (free text
+only: it takes no logits processor). Images/s and process CPU-seconds (all threads), with
+`BENCH` lines; target: >= the plain loop's images/s at <= its CPU.
 
 `--shape medgemma-4b` builds a random-weight model with MedGemma 4B's real configuration
 (Gemma 3 4B text: hidden 2560, 34 layers, 8 heads / 4 KV heads of 256, MLP 10240, vocabulary
