@@ -36,6 +36,7 @@ from medbatch.records import (
     LabelConstraint,
     TextPart,
 )
+from medbatch.runners._hf import inputs
 from medbatch.runners._hf.constraints import ConstraintProgram
 from medbatch.runners._hf.inputs import collate
 from medbatch.runners.transformers import TransformersRunner
@@ -149,7 +150,13 @@ def test_prompt_tokens_equal_the_processors(runner: TransformersRunner) -> None:
         )
         prepared = runner._prepare(request)
         assert torch.equal(prepared.inputs["input_ids"], expected["input_ids"])
-        assert torch.equal(prepared.inputs["pixel_values"], expected["pixel_values"])
+        # Decoded in full, the pixels are the processor's own; decoded at reduced JPEG scale
+        # (the default, where the family allows it) only the shape is.
+        full = inputs.prepare(request, runner.loaded, reduced_jpeg_decode=False)
+        assert torch.equal(full.inputs["pixel_values"], expected["pixel_values"])
+        assert prepared.inputs["pixel_values"].shape == expected["pixel_values"].shape
+        difference = (prepared.inputs["pixel_values"] - expected["pixel_values"]).abs()
+        assert float(difference.mean()) < 0.05  # measured 0.01 (LLaVA, 1/2 scale)
         assert prepared.prompt_tokens == expected["input_ids"].shape[1]
         # Exactly one BOS, whether the template writes it (Gemma 3, Idefics3) or the
         # tokenizer adds it (LLaVA).
@@ -194,7 +201,11 @@ def test_a_batch_equals_the_processors_own_batch(runner: TransformersRunner) -> 
     """Collated records (left padding, crops padded) equal the processor run on all at once."""
     processor = runner.loaded.processor
     requests = [_request(seed) for seed in range(3)]
-    collated = collate([runner._prepare(request) for request in requests], runner.loaded)
+    # Full JPEG decodes, so the pixels as well as the layout can equal the processor's.
+    prepared = [
+        inputs.prepare(request, runner.loaded, reduced_jpeg_decode=False) for request in requests
+    ]
+    collated = collate(prepared, runner.loaded)
     texts = [
         processor.apply_chat_template(
             _conversation(request), add_generation_prompt=True, tokenize=False

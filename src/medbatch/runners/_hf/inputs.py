@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from medbatch.images import load_image
+from medbatch.images import _open, _read, load_image
 from medbatch.records import ChatMessage, ImagePart, InferenceRequest
 from medbatch.runners._hf.loading import Loaded, Prepared
 
@@ -24,13 +24,21 @@ def prepare(
     *,
     max_image_side: int | None = None,
     pan_and_scan: bool = False,
+    reduced_jpeg_decode: bool = True,
 ) -> Prepared:
     """Decode the images and run the processor for one record (in a worker thread).
+
+    With `reduced_jpeg_decode`, a JPEG much larger than the processor's target is decoded
+    at 1/2..1/8 scale (`draft_size` says for which processors; the output's shape is the
+    same, its pixels differ from a full decode as one resampling filter from another).
 
     The prompt is tokenised as the model's processor does (`apply_chat_template` with
     `tokenize=True`): the BOS is added only when the chat template does not write it.
     """
-    conversation, images = conversation_of(request.messages, max_image_side)
+    draft = None
+    if reduced_jpeg_decode and max_image_side is None:
+        draft = draft_size(loaded.processor, pan_and_scan)
+    conversation, images = conversation_of(request.messages, max_image_side, draft=draft)
     prompt = loaded.processor.apply_chat_template(
         conversation, add_generation_prompt=True, tokenize=False
     )
@@ -60,22 +68,90 @@ def prepare(
 
 
 def conversation_of(
-    messages: Sequence[ChatMessage], max_image_side: int | None
+    messages: Sequence[ChatMessage],
+    max_image_side: int | None,
+    *,
+    draft: tuple[int, int] | None = None,
 ) -> tuple[list[dict[str, Any]], list[Any]]:
-    """The chat-template conversation for `messages`, and its decoded images in order."""
+    """The chat-template conversation for `messages`, and its decoded images in order.
+
+    `draft` (width, height), when given, decodes JPEGs at the smallest of 1/2, 1/4 or 1/8
+    scale that is still at least that size (`Image.draft`); other formats decode in full.
+    """
     conversation: list[dict[str, Any]] = []
     images: list[Any] = []
     for message in messages:
         content: list[dict[str, Any]] = []
         for part in message.content:
             if isinstance(part, ImagePart):
-                image = load_image(part.image, max_side=max_image_side)
+                if draft is not None and max_image_side is None:
+                    image, _ = _open(_read(part.image), part.image.name, draft=draft)
+                else:
+                    image = load_image(part.image, max_side=max_image_side)
                 images.append(image)
                 content.append({"type": "image", "image": image})
             else:
                 content.append({"type": "text", "text": part.text})
         conversation.append({"role": message.role, "content": content})
     return conversation, images
+
+
+def draft_size(processor: Any, pan_and_scan: bool = False) -> tuple[int, int] | None:
+    """The (width, height) a JPEG may be decoded down to, keeping the processor's output shape.
+
+    JPEG decoding at 1/2..1/8 scale (`Image.draft`) keeps both sides at least this size, so
+    only processors whose output shape depends on nothing but "the image is at least the
+    target" qualify: a fixed resize to `height` x `width` (Gemma 3, SigLIP, PaliGemma) and a
+    shortest-edge resize followed by a centre crop (CLIP, LLaVA 1.5). Processors that choose
+    tiles or crops from the image's own size (LLaVA-NeXT's grid pinpoints, Idefics3 /
+    SmolVLM splitting, Gemma 3 pan-and-scan) or resize by pixel budget (Qwen-VL) get None:
+    their images decode in full, as before.
+
+    Args:
+        processor: The model's processor (its `image_processor` is read) or image processor.
+        pan_and_scan: Whether Gemma 3 pan-and-scan crops are asked for.
+
+    Returns:
+        The draft target, or None when decoding at reduced size could change the output.
+    """
+    image_processor = getattr(processor, "image_processor", processor)
+    if image_processor is None or pan_and_scan:
+        return None
+    if any(
+        getattr(image_processor, flag, None)
+        for flag in ("image_grid_pinpoints", "do_image_splitting", "do_pan_and_scan")
+    ):
+        return None
+    if getattr(image_processor, "do_resize", True) is False:
+        return None
+    size = getattr(image_processor, "size", None)
+    height, width = _size_field(size, "height"), _size_field(size, "width")
+    others = [
+        _size_field(size, key)
+        for key in ("longest_edge", "shortest_edge", "max_height", "max_width", "min_pixels")
+    ]
+    if height and width and not any(others):
+        return int(width), int(height)
+    shortest = _size_field(size, "shortest_edge")
+    crop = getattr(image_processor, "crop_size", None)
+    if (
+        shortest
+        and getattr(image_processor, "do_center_crop", False)
+        and _size_field(crop, "height")
+        and _size_field(crop, "width")
+        and not _size_field(size, "longest_edge")
+    ):
+        return int(shortest), int(shortest)
+    return None
+
+
+def _size_field(size: Any, key: str) -> Any:
+    """`size[key]` for a dict or a transformers `SizeDict`; None when absent."""
+    if size is None:
+        return None
+    if isinstance(size, dict):
+        return size.get(key)
+    return getattr(size, key, None)
 
 
 def template_emits_bos(prompt: str, tokenizer: Any) -> bool:
