@@ -59,6 +59,11 @@ class ImageRef(BaseModel):
 
     @model_validator(mode="after")
     def _one_location(self) -> Self:
+        # Runs whenever a message part holds the reference (every record): the common case
+        # is counted without building the list the error message needs.
+        locations = (self.path, self.url, self.stage_path, self.data)
+        if locations.count(None) == 3:
+            return self
         set_fields = [
             name
             for name in ("path", "url", "stage_path", "data")

@@ -8,12 +8,14 @@ from pydantic import ValidationError
 
 from medbatch.errors import ImageLoadError
 from medbatch.records import (
+    AnswerStatus,
     ChatMessage,
     GenerationParams,
     ImagePart,
     ImageRef,
     InferenceResponse,
     LabelConstraint,
+    Prediction,
     TextPart,
 )
 
@@ -105,3 +107,37 @@ def test_answer_status_reads_as_its_value_on_every_python() -> None:
     assert json.dumps({"status": status}) == '{"status": "parsed"}'
     assert status == "parsed"
     assert AnswerStatus("refusal") is AnswerStatus.REFUSAL
+
+
+def test_image_ref_error_names_the_locations_it_got(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match=r"got path, url\)"):
+        ImageRef(path=tmp_path / "a.png", url="https://x/a.png")
+    with pytest.raises(ValidationError, match=r"got url, stage_path, data\)"):
+        ImageRef(url="https://x/a.png", stage_path="@S/a.png", data=b"x")
+    with pytest.raises(ValidationError, match=r"got none\)"):
+        ImageRef(media_type="image/png")
+    assert ImageRef(data=b"").kind == "bytes"  # empty bytes are still a location
+
+
+def test_prediction_row_is_flat_with_sorted_json_fields() -> None:
+    prediction = Prediction(
+        record_id="a/1.jpg",
+        image_sha256="0" * 64,
+        label="NORMAL",
+        status=AnswerStatus.PARSED,
+        model_id="m",
+        runner="replay",
+        prompt_fingerprint="p",
+        params_fingerprint="q",
+        created_at="2026-12-04T00:00:00+00:00",
+        label_scores={"NORMAL": 0.9, "MI": 0.1},
+        metadata={"z": [1, 2.5], "a": {"y": None, "x": "é"}},
+    )
+    row = prediction.to_row()
+    assert row["metadata"] == '{"a": {"x": "\\u00e9", "y": null}, "z": [1, 2.5]}'
+    assert row["label_scores"] == '{"NORMAL": 0.9, "MI": 0.1}'
+    assert row["status"] == "parsed"
+    assert row["record_id"] == "a/1.jpg"
+    bare = prediction.model_copy(update={"metadata": {}, "label_scores": None}).to_row()
+    assert bare["metadata"] is None
+    assert bare["label_scores"] is None

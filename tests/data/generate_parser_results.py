@@ -1,0 +1,44 @@
+"""Record what the ECG task's parser reads from every answer in the parser data sets.
+
+The output, `parser_results_ff0c44b.jsonl`, pins the parser's full `ParseResult` (label,
+status, method, evidence, span) as the code at commit ff0c44b gave it, so a speed change
+can prove it leaves every result unchanged (`tests/unit/parsing/test_results_unchanged.py`).
+Rerun only on purpose, when a parser change is meant to alter results:
+
+    PYTHONPATH=src python tests/data/generate_parser_results.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from medbatch.tasks.ecg import ECG_TASK
+
+DATA = Path(__file__).resolve().parent
+SOURCES = (
+    "parser_corpus.jsonl",
+    "parser_tuning.jsonl",
+    "parser_pool_c.jsonl",
+    "parser_heldout.jsonl",
+)
+OUTPUT = DATA / "parser_results_ff0c44b.jsonl"
+
+
+def main() -> None:
+    """Write one line per answer: source file, answer id and the parse result."""
+    parser = ECG_TASK.parser
+    with OUTPUT.open("w", encoding="utf-8") as out:
+        for name in SOURCES:
+            with (DATA / name).open(encoding="utf-8") as handle:
+                for line in handle:
+                    if not line.strip():
+                        continue
+                    item = json.loads(line)
+                    result = parser.parse(item["text"], finish_reason=item["finish_reason"])
+                    row = {"source": name, "id": item["id"], **result.model_dump(mode="json")}
+                    out.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()
