@@ -513,8 +513,8 @@ def _read_line(line: str) -> Prediction:
 
 PREDICTION_COLUMNS = list(Prediction.model_fields)
 # Rows per parquet row group when the table is written from the JSONL: what is held in
-# memory at once while writing it (a few MB of answers text: ~10 kB a row with its copies).
-TABLE_ROW_GROUP = 2048
+# memory at once while writing it (~10 kB a row with its copies: ~10 MB a group).
+TABLE_ROW_GROUP = 1024
 
 
 def predictions_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
