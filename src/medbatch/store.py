@@ -401,17 +401,95 @@ class RunStore:
             JSONL still has `jsonl_bytes` bytes.
         """
         stamp_size = self.jsonl_size()
-        if frame is None:
-            frame = self.predictions_frame()
         target = self.path / PREDICTIONS_TABLE
         tmp = self.path / f".{PREDICTIONS_TABLE}.tmp"
         try:
-            frame.to_parquet(tmp, index=False)
+            if frame is not None:
+                frame.to_parquet(tmp, index=False)
+                rows = len(frame)
+            else:
+                rows = self._write_table_streaming(tmp)
             tmp.replace(target)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise RunStoreError(f"cannot write {target}: {exc}") from exc
-        return {"file": PREDICTIONS_TABLE, "jsonl_bytes": stamp_size, "rows": len(frame)}
+        return {"file": PREDICTIONS_TABLE, "jsonl_bytes": stamp_size, "rows": rows}
+
+    def _latest_offsets(self) -> tuple[dict[str, int], list[int]]:
+        """Where the rows of the table are in the JSONL, without holding the predictions.
+
+        Returns:
+            The byte offset of the last valid line of every record, in order of first
+            appearance (the lines and order of `latest()`), and the offsets of a few lines
+            that between them hold every kind of value (a value, a null) of every column
+            that any line holds: the rows the table's schema is read from.
+        """
+        offsets: dict[str, int] = {}
+        probes: dict[str, int] = {}
+        path = self.predictions_path
+        if not path.exists():
+            return offsets, []
+        with path.open("rb") as handle:
+            position = 0
+            for raw in handle:
+                start, position = position, position + len(raw)
+                if not raw.endswith(b"\n"):
+                    break  # a torn last line: `iter_predictions` stops there too
+                line = raw.decode("utf-8", errors="replace")
+                if not line.strip():
+                    continue
+                try:
+                    prediction = _read_line(line)
+                except ValueError:
+                    continue
+                offsets[prediction.record_id] = start
+                if len(probes) < 2 * len(PREDICTION_COLUMNS):
+                    for column, value in prediction.to_row().items():
+                        # pandas infers a column's type from the kinds of value in it (an
+                        # integer column with a null becomes float), so the probe holds one
+                        # row with a value and one with a null per column, where there are.
+                        probes.setdefault(f"{column}={value is None}", start)
+        return offsets, sorted(set(probes.values()))
+
+    def _write_table_streaming(self, tmp: Path) -> int:
+        """Write the latest line of every record to `tmp` in row groups; returns the rows.
+
+        Holds one row group at a time, so writing the table of a long run does not cost
+        memory in proportion to it. The schema is read from a few rows that hold every
+        kind of value of every column, so a group where a column happens to be all null,
+        or null-free, still gets the type a one-piece table would have; where a group does
+        not convert to it, the table is written in one piece as before.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        offsets, probes = self._latest_offsets()
+        if len(offsets) <= TABLE_ROW_GROUP:
+            frame = self.predictions_frame()
+            frame.to_parquet(tmp, index=False)
+            return len(frame)
+        with self.predictions_path.open("rb") as handle:
+
+            def row(offset: int) -> dict[str, Any]:
+                handle.seek(offset)
+                return _read_line(handle.readline().decode("utf-8", "replace")).to_row()
+
+            probe = predictions_to_frame([row(offset) for offset in probes])
+            schema = pa.Table.from_pandas(probe, preserve_index=False).schema
+            try:
+                with pq.ParquetWriter(tmp, schema) as writer:
+                    rows: list[dict[str, Any]] = []
+                    for number, offset in enumerate(offsets.values(), start=1):
+                        rows.append(row(offset))
+                        if len(rows) < TABLE_ROW_GROUP and number < len(offsets):
+                            continue
+                        frame = predictions_to_frame(rows)
+                        rows = []
+                        table = pa.Table.from_pandas(frame, preserve_index=False)
+                        writer.write_table(table.cast(schema))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                self.predictions_frame().to_parquet(tmp, index=False)
+        return len(offsets)
 
 
 def _json_line(prediction: Prediction) -> str:
@@ -434,6 +512,9 @@ def _read_line(line: str) -> Prediction:
 
 
 PREDICTION_COLUMNS = list(Prediction.model_fields)
+# Rows per parquet row group when the table is written from the JSONL: what is held in
+# memory at once while writing it (~10 kB a row with its copies: ~10 MB a group).
+TABLE_ROW_GROUP = 1024
 
 
 def predictions_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

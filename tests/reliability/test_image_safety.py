@@ -184,7 +184,7 @@ def ecg_bombs(tmp_path: Path) -> ImageFolderDataset:
 
 def _function_runner() -> Iterator[tuple[BatchRunner, Callable[[], int]]]:
     runner = FunctionRunner(lambda request: "FINAL CLASSIFICATION: NORMAL")
-    yield runner, lambda: len(runner.requests_seen)
+    yield runner, lambda: runner.requests_count
 
 
 def _openai(model: str) -> Callable[[], Iterator[tuple[BatchRunner, Callable[[], int]]]]:

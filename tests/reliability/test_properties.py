@@ -211,7 +211,7 @@ def _scripted(texts: dict[str, str]) -> FunctionRunner:
             return InferenceResponse.failure(request.record_id, "request_failed", "HTTP 500")
         return text
 
-    return FunctionRunner(answer, model_id="scripted", batch_size=3)
+    return FunctionRunner(keep_requests=True, fn=answer, model_id="scripted", batch_size=3)
 
 
 def _frame_key(frame: object) -> list[tuple[object, ...]]:

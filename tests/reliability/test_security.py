@@ -155,7 +155,7 @@ def test_dicom_patient_identifiers_never_reach_outputs(tmp_path: Path) -> None:
 
     task = get_task("ecg")
     dataset = DicomDataset(tmp_path / "dicom", label_map=task.folder_map, labels=task.labels)
-    runner = FunctionRunner(lambda request: "FINAL CLASSIFICATION: NORMAL")
+    runner = FunctionRunner(keep_requests=True, fn=lambda request: "FINAL CLASSIFICATION: NORMAL")
     result = classify(dataset, task, runner, store=tmp_path / "out", canary=0)
     assert len(result.predictions) == 3
 

@@ -58,7 +58,9 @@ def _usage_runner(
             usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=3),
         )
 
-    return FunctionRunner(fn, capabilities=EXPENSIVE, model_id="some-server-model")
+    return FunctionRunner(
+        fn, capabilities=EXPENSIVE, model_id="some-server-model", keep_requests=True
+    )
 
 
 def test_canary_runs_first_and_its_answers_are_reused(tmp_path: Path) -> None:
@@ -136,7 +138,7 @@ def test_reprompt_recovers_a_missing_verdict() -> None:
             finish_reason="length",
         )
 
-    runner = FunctionRunner(fn)
+    runner = FunctionRunner(keep_requests=True, fn=fn)
     result = classify(_dataset(4), TASK, runner, reprompt=True)
     frame = result.predictions
     assert (frame["label"] == "POST_MI").all()
@@ -157,7 +159,9 @@ def test_reprompt_off_by_default_keeps_truncated_status() -> None:
 
 def test_gemma_profile_folds_the_system_prompt() -> None:
     runner = FunctionRunner(
-        lambda r: "FINAL CLASSIFICATION: NORMAL", model_id="google/medgemma-4b-it"
+        keep_requests=True,
+        fn=lambda r: "FINAL CLASSIFICATION: NORMAL",
+        model_id="google/medgemma-4b-it",
     )
     result = classify(_dataset(1), TASK, runner)
     messages = runner.requests_seen[0].messages
@@ -166,7 +170,7 @@ def test_gemma_profile_folds_the_system_prompt() -> None:
         "You are a medical AI assistant specialized in ECG analysis.\n\nYou are a board-certified"
     )
     assert result.manifest.profile["name"] == "gemma3"
-    other = FunctionRunner(lambda r: "NORMAL", model_id="llava-1.6")
+    other = FunctionRunner(keep_requests=True, fn=lambda r: "NORMAL", model_id="llava-1.6")
     classify(_dataset(1), TASK, other)
     assert [m.role for m in other.requests_seen[0].messages] == ["system", "user"]
 
@@ -258,7 +262,7 @@ def test_failing_requests_stop_the_run_at_the_canary(tmp_path: Path) -> None:
             return InferenceResponse.failure(request.record_id, "request_failed", "HTTP 503")
         return "FINAL CLASSIFICATION: NORMAL"
 
-    runner = FunctionRunner(fn, capabilities=EXPENSIVE)
+    runner = FunctionRunner(keep_requests=True, fn=fn, capabilities=EXPENSIVE)
     with pytest.raises(CanaryFailedError, match="error rate 38% > 25%"):
         classify(_dataset(), TASK, runner, store=tmp_path / "run")
     assert len(runner.requests_seen) == 8

@@ -119,7 +119,7 @@ def _no_isolation(runner: FunctionRunner):  # type: ignore[no-untyped-def]
 
 def test_resume_twice_changes_nothing(ecg_folder: Path, tmp_path: Path) -> None:
     first = classify(_dataset(ecg_folder), TASK, FunctionRunner(_oracle), store=tmp_path / "r")
-    runner = FunctionRunner(_oracle)
+    runner = FunctionRunner(keep_requests=True, fn=_oracle)
     second = classify(_dataset(ecg_folder), TASK, runner, store=tmp_path / "r")
     assert runner.requests_seen == []
     assert second.skipped == 10
@@ -129,7 +129,7 @@ def test_resume_twice_changes_nothing(ecg_folder: Path, tmp_path: Path) -> None:
 
 def test_changing_the_prompt_reruns(ecg_folder: Path, tmp_path: Path) -> None:
     classify(_dataset(ecg_folder), TASK, FunctionRunner(_oracle), store=tmp_path / "r")
-    runner = FunctionRunner(lambda r: "NORMAL")
+    runner = FunctionRunner(keep_requests=True, fn=lambda r: "NORMAL")
     direct = TASK.with_prompt("direct-v1")
     with pytest.raises(RunStoreError, match=r"prompt 'cot-v1 \w+' → 'direct-v1"):
         classify(_dataset(ecg_folder), direct, runner, store=tmp_path / "r")
@@ -146,10 +146,10 @@ def test_retry_failed_redoes_only_errors(ecg_folder: Path, tmp_path: Path) -> No
 
     first = classify(_dataset(ecg_folder), TASK, FunctionRunner(flaky), store=tmp_path / "r")
     assert first.metrics["status_counts"]["error"] == 4
-    plain = FunctionRunner(_oracle)
+    plain = FunctionRunner(keep_requests=True, fn=_oracle)
     classify(_dataset(ecg_folder), TASK, plain, store=tmp_path / "r")
     assert plain.requests_seen == []  # errors are kept unless asked to retry
-    retry = FunctionRunner(_oracle)
+    retry = FunctionRunner(keep_requests=True, fn=_oracle)
     result = classify(_dataset(ecg_folder), TASK, retry, store=tmp_path / "r", retry_failed=True)
     assert sorted(r.record_id for r in retry.requests_seen) == sorted(
         rid for rid in result.predictions["record_id"] if rid.startswith("post")
@@ -163,7 +163,7 @@ def test_unreadable_image_is_that_records_error(tmp_path: Path) -> None:
         Record(id="good", image=ImageRef.from_bytes(_png(3)), label="NORMAL"),
         Record(id="gone", image=ImageRef.from_path(tmp_path / "nope.png"), label="NORMAL"),
     ]
-    runner = FunctionRunner(_oracle)
+    runner = FunctionRunner(keep_requests=True, fn=_oracle)
     result = classify(ListDataset(records, labels=TASK.labels), TASK, runner)
     by_id = result.predictions.set_index("record_id")
     assert by_id.loc["gone", "status"] == AnswerStatus.ERROR
@@ -177,7 +177,7 @@ def test_constrained_run_uses_direct_prompt_and_flags_ignored_constraint(
     ecg_folder: Path,
 ) -> None:
     answers = iter(["NORMAL", "POST_MI", "I think this is POST_MI, final answer: POST_MI"] * 4)
-    runner = FunctionRunner(lambda request: next(answers))
+    runner = FunctionRunner(keep_requests=True, fn=lambda request: next(answers))
     result = classify(_dataset(ecg_folder), TASK, runner, constrained=True)
     request = runner.requests_seen[0]
     assert request.constraint is not None

@@ -95,7 +95,7 @@ def test_guardrails_object_runs_the_canary() -> None:
     runner = FunctionRunner(lambda r: "I am not sure.", capabilities=expensive)
     with pytest.raises(CanaryFailedError):
         classify(_dataset(80), TASK, runner, guardrails=GuardrailOptions(canary=4))
-    assert len(runner.requests_seen) == 4  # the canary's size came from the object
+    assert runner.requests_count == 4  # the canary's size came from the object
     off = FunctionRunner(lambda r: "I am not sure.", capabilities=expensive)
     assert len(classify(_dataset(80), TASK, off, guardrails=GuardrailOptions(canary=0)).predictions)
 

@@ -17,7 +17,7 @@ class CountingRunner(FunctionRunner):
     """A FunctionRunner that counts how often it was started (a model load)."""
 
     def __init__(self) -> None:
-        super().__init__(lambda request: "FINAL CLASSIFICATION: NORMAL")
+        super().__init__(keep_requests=True, fn=lambda request: "FINAL CLASSIFICATION: NORMAL")
         self.starts = 0
         self.closes = 0
 

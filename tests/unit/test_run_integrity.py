@@ -233,12 +233,12 @@ def test_another_model_is_refused_then_reruns_when_added(images: Path, tmp_path:
     other = FunctionRunner(_oracle, model_id="model-b")
     with pytest.raises(RunStoreError, match=r"model 'model-a' → 'model-b'.*--add-to-run"):
         classify(_dataset(images), TASK, other, store=run)
-    assert other.requests_seen == []
+    assert other.requests_count == 0
     lines = RunStore(run).predictions_path.read_text().count("\n")
     assert lines == 10  # nothing was appended by the refused call
 
     result = classify(_dataset(images), TASK, other, store=run, add_to_run=True)
-    assert len(other.requests_seen) == 10  # the model id is part of the resume key
+    assert other.requests_count == 10  # the model id is part of the resume key
     assert result.skipped == 0
     manifest = RunStore(run).read_manifest()
     assert manifest is not None
@@ -255,7 +255,7 @@ def test_changed_params_are_refused_then_rerun_when_added(images: Path, tmp_path
     with pytest.raises(RunStoreError, match=r"generation params temperature 0\.0 → 0\.7"):
         classify(_dataset(images), TASK, runner, store=run, params=hotter)
     classify(_dataset(images), TASK, runner, store=run, params=hotter, add_to_run=True)
-    assert len(runner.requests_seen) == 10
+    assert runner.requests_count == 10
 
 
 def test_another_dataset_folder_is_refused(images: Path, tmp_path: Path) -> None:
@@ -273,7 +273,7 @@ def test_same_configuration_resumes_without_a_flag(images: Path, tmp_path: Path)
     _write_images(images, 2, start=10)  # more images in the same folder: an extension
     runner = FunctionRunner(_oracle)
     result = classify(_dataset(images), TASK, runner, store=run)
-    assert len(runner.requests_seen) == 2
+    assert runner.requests_count == 2
     assert result.skipped == 10
 
 
@@ -322,14 +322,14 @@ def _failing(request: InferenceRequest) -> str | InferenceResponse:
 def test_retry_failed_keeps_errors_that_are_not_retryable(images: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     classify(_dataset(images), TASK, FunctionRunner(_failing), store=run)
-    runner = FunctionRunner(_oracle)
+    runner = FunctionRunner(_oracle, keep_requests=True)
     result = classify(_dataset(images), TASK, runner, store=run, retry_failed=True)
     retried = sorted(request.record_id for request in runner.requests_seen)
     assert [rid[-10:] for rid in retried] == ["img002.png", "img003.png"]
     assert result.manifest.counts["kept_not_retryable"] == 2
     assert int(result.metrics["status_counts"]["error"]) == 2
 
-    everything = FunctionRunner(_oracle)
+    everything = FunctionRunner(_oracle, keep_requests=True)
     result = classify(_dataset(images), TASK, everything, store=run, retry_failed="all")
     assert sorted(r.record_id[-10:] for r in everything.requests_seen) == [
         "img000.png",

@@ -50,7 +50,9 @@ def test_classify_refuses_score_mode_on_a_runner_without_exact_scores() -> None:
     task = get_task("ecg")
     # label_scores alone (approximate top-logprob scores, as OpenAI gives) is not enough.
     runner = FunctionRunner(
-        lambda request: "NORMAL", capabilities=RunnerCapabilities(label_scores=True)
+        keep_requests=True,
+        fn=lambda request: "NORMAL",
+        capabilities=RunnerCapabilities(label_scores=True),
     )
     with pytest.raises(ConfigError, match="cannot classify by likelihood"):
         classify(dataset, task, runner, constrained=task.constraint(mode="score"), canary=0)

@@ -11,12 +11,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from medbatch.canary import MIN_IMAGE_TOKENS
 from medbatch.datasets.base import Dataset
 from medbatch.errors import ImageLoadError, RunStoreError
-from medbatch.evaluation import summarize
 from medbatch.parsing.interpret import interpret_response
 from medbatch.pipeline.result import RunResult
 from medbatch.pipeline.support import (
@@ -43,6 +42,9 @@ from medbatch.store import ResumeKey, RunManifest, RunStore, predictions_to_fram
 from medbatch.tasks.base import Task
 from medbatch.versions import package_versions
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__: list[str] = []  # internal: the loop behind `classify`
 
 logger = logging.getLogger("medbatch.pipeline")
@@ -62,18 +64,62 @@ class _Pending:
     metadata: dict[str, Any]
 
 
+_Summary = tuple[str, bool, bool]  # status, has a ground truth, parsed and correct
+
+
+def _summary(prediction: Prediction) -> _Summary:
+    has_truth = prediction.truth is not None
+    parsed = prediction.status is AnswerStatus.PARSED
+    return (
+        prediction.status.value,
+        has_truth,
+        has_truth and parsed and (prediction.label == prediction.truth),
+    )
+
+
+def _metrics(summaries: list[_Summary]) -> dict[str, Any]:
+    """`medbatch.evaluation.summarize` of the rows, computed from their summaries."""
+    n = len(summaries)
+    n_truth = sum(1 for _, has_truth, _ in summaries if has_truth)
+    parsed = sum(1 for status, _, _ in summaries if status == AnswerStatus.PARSED.value)
+    n_parsed_truth = sum(
+        1 for status, has_truth, _ in summaries if has_truth and status == AnswerStatus.PARSED.value
+    )
+    correct = sum(1 for _, _, right in summaries if right)
+    counts = Counter(status for status, _, _ in summaries)
+    return {
+        "n": n,
+        "n_with_truth": n_truth,
+        "coverage": parsed / n if n else 0.0,
+        "accuracy": correct / n_truth if n_truth else None,
+        "accuracy_parsed": correct / n_parsed_truth if n_parsed_truth else None,
+        "status_counts": {s.value: counts[s.value] for s in AnswerStatus},
+    }
+
+
 class _Collector:
-    """Buffers predictions and writes them to the store in durable groups."""
+    """Buffers predictions and writes them to the store in durable groups.
+
+    With a store, a prediction is held after its group is written only where a later step
+    asks for it (`keep`: the canary, a re-prompt); the rest of the run needs only its
+    summary, so memory does not grow with the dataset. Without a store the predictions
+    are the result, so all are held.
+    """
 
     def __init__(self, store: RunStore | None, on_prediction: Callable[[Prediction], None] | None):
         self.store = store
         self.on_prediction = on_prediction
         self.buffer: list[Prediction] = []
         self.by_id: dict[str, Prediction] = {}
+        self.summaries: dict[str, _Summary] = {}
         self.last_flush = time.monotonic()
 
-    def add(self, prediction: Prediction) -> None:
-        self.by_id[prediction.record_id] = prediction
+    def add(self, prediction: Prediction, *, keep: bool = False) -> None:
+        if keep or self.store is None:
+            self.by_id[prediction.record_id] = prediction
+        else:
+            self.by_id.pop(prediction.record_id, None)
+        self.summaries[prediction.record_id] = _summary(prediction)
         self.buffer.append(prediction)
         if self.on_prediction is not None:
             self.on_prediction(prediction)
@@ -237,22 +283,23 @@ class _RunLoop:
         """Assemble one row per record in dataset order; write the table and manifest."""
         self.collector.flush()
         self.runner.state_listener = None
-        rows = []
+        summaries = []
         for record_id in self.record_order:
-            prediction = self.collector.by_id.get(record_id) or self.done.get(record_id)
-            if prediction is not None:
-                rows.append(prediction.to_row())
-        frame = predictions_to_frame(rows)
+            summary = self.collector.summaries.get(record_id)
+            if summary is None and record_id in self.done:
+                summary = _summary(self.done[record_id])
+            if summary is not None:
+                summaries.append(summary)
         self.manifest.status = "completed"
         self.manifest.finished_at = _now()
         self.manifest.runner_state = self.runner.state() or self.manifest.runner_state
         self.manifest.counts = {
             "records": len(self.record_order),
-            "answered_now": len(self.collector.by_id),
+            "answered_now": len(self.collector.summaries),
             "reused": len(self.reused_ids),
             "kept_not_retryable": len(self.kept_errors),
             "constraint_ignored": self.ignored_constraints,
-            **{f"status_{key}": int(value) for key, value in Counter(frame["status"]).items()},
+            **{f"status_{key}": value for key, value in Counter(s[0] for s in summaries).items()},
         }
         if self.kept_errors:
             logger.warning(
@@ -271,8 +318,8 @@ class _RunLoop:
             finally:
                 self.store.close()
         return RunResult(
-            predictions=frame,
-            metrics=summarize(frame),
+            predictions=self._predictions_loader(),
+            metrics=_metrics(summaries),
             manifest=self.manifest,
             run_dir=self.store.path if self.store is not None else None,
             skipped=len(self.reused_ids),
@@ -280,6 +327,23 @@ class _RunLoop:
         )
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _predictions_loader(self) -> pd.DataFrame | Callable[[], pd.DataFrame]:
+        """This call's rows in dataset order: a table, or with a store, how to read it.
+
+        With a store the rows are read back from the run directory when first asked for,
+        so `classify` never holds one row per record at once.
+        """
+        record_order = self.record_order
+        if self.store is None:
+            rows = []
+            for record_id in record_order:
+                prediction = self.collector.by_id.get(record_id) or self.done.get(record_id)
+                if prediction is not None:
+                    rows.append(prediction.to_row())
+            return predictions_to_frame(rows)
+        path = self.store.path
+        return lambda: RunStore(path).predictions_frame(record_order)
 
     def _start_runner(self) -> None:
         """Start the runner when the first record needs it (loading a model takes time)."""
@@ -318,10 +382,11 @@ class _RunLoop:
         self.runner.state_listener = self._save_runner_state
         for response in self.runner.run(self._requests(dataset, record_order)):
             prediction = self._predict(response.record_id, response)
-            self.collector.add(prediction)
-            # Requests are kept only where a later step needs them (the canary's image
-            # probe, a re-prompt), so memory does not grow with the dataset.
-            if not keep_requests and not (self.reprompt and prediction.status in _REPROMPTABLE):
+            # Requests and predictions are kept only where a later step needs them (the
+            # canary's image probe, a re-prompt), so memory does not grow with the dataset.
+            keep = keep_requests or (self.reprompt and prediction.status in _REPROMPTABLE)
+            self.collector.add(prediction, keep=keep)
+            if not keep:
                 self.requests_by_id.pop(response.record_id, None)
             self.advance()
 
@@ -334,7 +399,7 @@ class _RunLoop:
                 self._image_failure(record, "", exc)
                 continue
             if self._is_done(record, sha256):
-                if record.id not in self.collector.by_id:
+                if record.id not in self.collector.summaries:
                     self.reused_ids.add(record.id)
                 self.advance()
                 continue

@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import pandas as pd
 
 from medbatch.store import RunManifest
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
+
+    import pandas as pd
 
     from medbatch.evaluation import Evaluation
 
 __all__ = ["RunResult"]
 
 
-@dataclass
 class RunResult:
     """What `classify` returns.
 
     Attributes:
         predictions: One row per record of the dataset, in dataset order (see
-            `medbatch.records.Prediction` for the columns).
+            `medbatch.records.Prediction` for the columns). With a store, read from the run
+            directory on first access rather than held while the run streams, so a long
+            run's memory does not grow with its length.
         metrics: Headline figures (accuracy, coverage, counts per status).
         manifest: What ran.
         run_dir: Where results are stored, when a store was used.
@@ -33,12 +33,46 @@ class RunResult:
         constraint_ignored: Answers where the back-end ignored the label constraint.
     """
 
-    predictions: pd.DataFrame
-    metrics: dict[str, Any]
-    manifest: RunManifest
-    run_dir: Path | None = None
-    skipped: int = 0
-    constraint_ignored: int = field(default=0)
+    def __init__(
+        self,
+        predictions: pd.DataFrame | Callable[[], pd.DataFrame],
+        metrics: dict[str, Any],
+        manifest: RunManifest,
+        run_dir: Path | None = None,
+        skipped: int = 0,
+        constraint_ignored: int = 0,
+    ) -> None:
+        """Keep the figures; `predictions` is the table or a function that loads it."""
+        self._predictions: pd.DataFrame | None = None
+        self._load: Callable[[], pd.DataFrame] | None = None
+        if callable(predictions):
+            self._load = predictions
+        else:
+            self._predictions = predictions
+        self.metrics = metrics
+        self.manifest = manifest
+        self.run_dir = run_dir
+        self.skipped = skipped
+        self.constraint_ignored = constraint_ignored
+
+    @property
+    def predictions(self) -> pd.DataFrame:
+        """One row per record of the dataset, in dataset order (loaded once, then kept)."""
+        if self._predictions is None:
+            assert self._load is not None  # one of the two is always set
+            self._predictions = self._load()
+            self._load = None
+        return self._predictions
+
+    @predictions.setter
+    def predictions(self, frame: pd.DataFrame) -> None:
+        self._predictions, self._load = frame, None
+
+    def __repr__(self) -> str:
+        return (
+            f"RunResult(metrics={self.metrics!r}, run_dir={self.run_dir!r}, "
+            f"skipped={self.skipped}, constraint_ignored={self.constraint_ignored})"
+        )
 
     def evaluate(
         self,
