@@ -246,8 +246,9 @@ def test_a_server_killed_mid_run_loses_nothing_and_retry_failed_completes(
     run_dir = tmp_path / "run"
     first = ServedModel(tiny_model_path, tmp_path / "first.log")
     try:
-        # Two at a time: the 5th request starts the third batch, and the server dies just
-        # as it is sent (a timed kill raced the tiny model's fast answers and was flaky).
+        # Two in flight: the 5th request is sent only once 3 are answered (a slot frees per
+        # answer), and the server dies just as it is sent (a timed kill raced the tiny
+        # model's fast answers and was flaky). The 4th may still be in flight then.
         transport = KillAfter(5, first.kill)
         runner = _runner(
             first, concurrency=2, batch_size=2, transport=transport, backoff_initial_s=0.1
@@ -262,8 +263,8 @@ def test_a_server_killed_mid_run_loses_nothing_and_retry_failed_completes(
     assert sorted(frame["record_id"]) == [r.id for r in records]
     failed = frame[frame["status"] == "error"]
     assert set(failed["error_kind"]) == {"request_failed"}
-    assert 2 <= len(failed) <= 4
-    assert (frame["status"] != "error").sum() >= 4  # the first two batches were answered
+    assert 4 <= len(failed) <= 5
+    assert (frame["status"] != "error").sum() >= 3  # answered before the 5th was sent
     # Each record is written once: answered or errored, never both, never twice.
     lines = RunStore(run_dir).predictions_path.read_text().splitlines()
     written = Counter(json.loads(line)["record_id"] for line in lines if line.strip())

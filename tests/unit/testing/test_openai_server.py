@@ -212,7 +212,7 @@ def test_batch_runner_backend_and_its_errors() -> None:
             return InferenceResponse.failure(request.record_id, "runner_error", "boom")
         return "NORMAL"
 
-    runner = FunctionRunner(answer)
+    runner = FunctionRunner(answer, keep_requests=True)
     with OpenAITestServer(backend=runner) as server:
         ok = _post(server, _body())
         failing = _body()
