@@ -428,7 +428,7 @@ def _versus_peers(
             target = peer == "plain loop"
             for unit, index, lower in (("images/s", 0, False), ("CPU-s", 1, True)):
                 ratio = theirs[index] / ours[index] if lower else ours[index] / theirs[index]
-                figure = f"TransformersRunner vs {peer}, tiny Gemma 3, batch 16, {mode}, {unit}"
+                figure = f"{mode} {unit}, vs {peer} (tiny Gemma 3, batch 16)"
                 payload: dict[str, Any] = {
                     "figure": figure,
                     "medbatch": round(ours[index], 3),
