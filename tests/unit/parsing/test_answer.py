@@ -408,6 +408,7 @@ def test_checklist_with_emoji_marks_then_answer(parser: FinalAnswerParser) -> No
         "prior (healed) anterior myocardial infarction",
         "old (remote) inferior infarct",
         "history of inferior MI",
+        "evidence of a previous heart attack",
     ],
 )
 def test_old_infarct_wordings_are_post_mi(parser: FinalAnswerParser, verdict: str) -> None:
