@@ -34,7 +34,9 @@ A label comes only from a verdict. Two labels asserted in the deciding sentence 
 `ambiguous`. An answer that declines after its findings ("I cannot confidently assign a
 single classification") has no verdict unless an explicit, outright one came first; a
 hedged verdict has none when the answer declines anywhere ("I can't give a diagnosis, but
-the features could suggest X"). No verdict in an answer cut off by `max_tokens` →
+the features could suggest X"), nor has a sole mention when the answer declines
+anywhere; a cue that the sentence declines ("I cannot determine the classification") is
+no cue. No verdict in an answer cut off by `max_tokens` →
 `truncated`; only explicit verdicts (final/stated tiers, JSON) are trusted in such an
 answer, and in one with no finish reason that stops mid-sentence (`cut-off`). A refusal
 phrase without a verdict → `refusal`. Anything else → `unparseable`: a wrong label
@@ -248,12 +250,16 @@ class FinalAnswerParser(LabelParser):
         if (
             verdict is not None
             and (verdict.weak or verdict.tier < _Tier.STATED)
-            and cleaned.rx.decline.search(cleaned.folded, 0 if verdict.weak else verdict.start)
+            and cleaned.rx.decline.search(
+                cleaned.folded,
+                0 if verdict.weak or verdict.tier is _Tier.SOLE else verdict.start,
+            )
         ):
             # "... findings ... I cannot confidently assign a single classification": only
             # an outright explicit verdict outweighs a refusal said after it. A hedged one
             # does not outweigh a refusal anywhere ("I can't give a diagnosis, but the
-            # features could suggest X").
+            # features could suggest X"), nor does a label that is merely the last thing
+            # named ("I cannot determine the classification. Findings: ... AFib.").
             verdict = None
         if verdict is not None:
             return self._result(text, clean, index, verdict)
@@ -351,7 +357,7 @@ class FinalAnswerParser(LabelParser):
         starts = [m.start for m in considered]
         clean, folded, rx = text.clean, text.folded, text.rx
 
-        final_cues = list(rx.final_cue.finditer(folded))
+        final_cues = [c for c in rx.final_cue.finditer(folded) if not _declined(text, c.start())]
         zone_ends = [cue.start() for cue in final_cues[1:]] + [len(clean)]
         final_zones = [
             (cue.end(), min(zone_end, cue.end() + _FINAL_ZONE_CHARS))
@@ -364,6 +370,7 @@ class FinalAnswerParser(LabelParser):
         stated_zones = [
             (cue.end(), min(len(clean), cue.end() + _STATED_ZONE_CHARS))
             for cue in rx.stated_cue.finditer(folded)
+            if not _declined(text, cue.start())
         ]
         verdict = self._last_zone_verdict(_Tier.STATED, stated_zones, considered, starts, text)
         if verdict is not None:
@@ -432,6 +439,13 @@ class FinalAnswerParser(LabelParser):
         if strong:
             return strong[-1]
         return verdicts[-1] if verdicts else None
+
+
+def _declined(text: Text, cue: int) -> bool:
+    """Whether the cue is what its sentence declines: "I cannot determine the classification"."""
+    folded = text.folded
+    start = max(folded.rfind(mark, 0, cue) for mark in ".!?\n") + 1
+    return text.rx.decline.search(folded, start, cue) is not None
 
 
 def _looks_cut_off(clean: str, mentions: list[Mention]) -> bool:

@@ -512,3 +512,19 @@ def test_a_task_file_passes_its_subject_nouns(tmp_path: Path) -> None:
     plain = tmp_path / "plain.toml"
     plain.write_text(source, encoding="utf-8")
     assert load_task_file(plain).parser.parse(text).label is None  # "lesion" is not a default
+
+
+def test_a_declined_classification_is_no_verdict(parser: FinalAnswerParser) -> None:
+    # "the classification" is what the sentence declines, not a cue; and the finding named
+    # last ("irregularly irregular rhythm") is no verdict in an answer that declines.
+    text = (
+        "I cannot determine the classification from this image. "
+        "Findings: irregularly irregular rhythm, no P waves."
+    )
+    result = parser.parse(text)
+    assert (result.label, result.status) == (None, AnswerStatus.REFUSAL)
+
+
+def test_a_verdict_after_a_declining_sentence_still_counts(parser: FinalAnswerParser) -> None:
+    text = "I cannot determine the axis reliably.\n\nClassification: POST_MI"
+    assert parser.parse(text).label == "POST_MI"
