@@ -5,7 +5,8 @@ How an answer is read, in order (the first rule that decides wins):
 1. **empty**: no text → `empty`.
 2. **exact**: the whole answer is one label (constrained `choice` decoding) → that label.
 3. **json**: a JSON object with a `label` field (`JSONLabelParser`) → that label.
-4. **verdict zones** in the markdown-stripped text, strongest tier first:
+4. **verdict zones** (a `<think>` block, closed or cut off open, is blanked first: a
+   reasoning model's scratchpad is not its answer) in the markdown-stripped text, strongest tier first:
 
    ```
    tier   cue (examples)                                    zone read
@@ -62,6 +63,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -128,6 +130,8 @@ answer of `max_tokens=1024`, and a bound on the time one answer can take."""
 _STATED_ZONE_CHARS = 300
 _PHRASE_ZONE_CHARS = 120
 _FINAL_ZONE_CHARS = 2500
+# A reasoning model's scratchpad, closed or (cut off) still open: thinking, not the answer.
+_THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|\Z)", re.IGNORECASE | re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -224,6 +228,12 @@ class FinalAnswerParser(LabelParser):
 
     def _parse(self, text: str, *, finish_reason: str | None) -> ParseResult:
         truncated = finish_reason == "length"
+        if "<think>" in text.lower():
+            # Blanked, not cut, so that spans still count in the original answer.
+            text = _THINK_BLOCK.sub(lambda block: " " * len(block.group()), text)
+            if not text.strip():
+                status = AnswerStatus.TRUNCATED if truncated else AnswerStatus.UNPARSEABLE
+                return ParseResult(status=status, method="thinking-only")
         exact = None
         if not self._mentions.bare_label_too_long.match(text):
             exact = self.labels.normalize(text)

@@ -528,3 +528,16 @@ def test_a_declined_classification_is_no_verdict(parser: FinalAnswerParser) -> N
 def test_a_verdict_after_a_declining_sentence_still_counts(parser: FinalAnswerParser) -> None:
     text = "I cannot determine the axis reliably.\n\nClassification: POST_MI"
     assert parser.parse(text).label == "POST_MI"
+
+
+def test_an_open_think_block_cut_off_has_no_verdict(parser: FinalAnswerParser) -> None:
+    text = "<think>\nQ waves in V1-V3, ST isoelectric. So the answer is probably POST_MI, but"
+    result = parser.parse(text, finish_reason="length")
+    assert (result.label, result.status) == (None, AnswerStatus.TRUNCATED)
+
+
+def test_the_answer_after_a_think_block_decides(parser: FinalAnswerParser) -> None:
+    text = "<think>Maybe the answer is NORMAL.</think>\n\nST elevation V2-V4; STEMI."
+    result = parser.parse(text)
+    assert result.label == "MYOCARDIAL_INFARCTION"
+    assert result.span is not None and text[result.span[0] : result.span[1]] == "STEMI"
