@@ -39,7 +39,8 @@ the features could suggest X"), nor has a sole mention when the answer declines
 anywhere; a cue that the sentence declines ("I cannot determine the classification") is
 no cue. No verdict in an answer cut off by `max_tokens` →
 `truncated`; only explicit verdicts (final/stated tiers, JSON) are trusted in such an
-answer, and in one with no finish reason that stops mid-sentence (`cut-off`). A refusal
+answer, and in one with no finish reason that stops mid-sentence (`cut-off`); one cut off
+right after a verdict cue ("## Classification") has none. A refusal
 phrase without a verdict → `refusal`. Anything else → `unparseable`: a wrong label
 silently corrupts accuracy, an unparsed one is counted.
 
@@ -130,6 +131,8 @@ answer of `max_tokens=1024`, and a bound on the time one answer can take."""
 _STATED_ZONE_CHARS = 300
 _PHRASE_ZONE_CHARS = 120
 _FINAL_ZONE_CHARS = 2500
+# What may follow a verdict cue at the very end of an answer cut off at its verdict.
+_CUE_TAIL = " \t\r\n:*#_-=>→|"
 # A reasoning model's scratchpad, closed or (cut off) still open: thinking, not the answer.
 _THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|\Z)", re.IGNORECASE | re.DOTALL)
 
@@ -373,14 +376,19 @@ class FinalAnswerParser(LabelParser):
             (cue.end(), min(zone_end, cue.end() + _FINAL_ZONE_CHARS))
             for cue, zone_end in zip(final_cues, zone_ends, strict=False)
         ]
+        stated_cues = [c for c in rx.stated_cue.finditer(folded) if not _declined(text, c.start())]
+        if truncated and any(
+            not clean[cue.end() :].strip(_CUE_TAIL) for cue in (*final_cues, *stated_cues)
+        ):
+            # Cut off at its verdict ("...\n\n## Classification\n\n"): what came before
+            # that heading is findings, not the answer.
+            return None
         verdict = self._last_zone_verdict(_Tier.FINAL, final_zones, considered, starts, text)
         if verdict is not None:
             return self._accept(verdict, text, truncated)
 
         stated_zones = [
-            (cue.end(), min(len(clean), cue.end() + _STATED_ZONE_CHARS))
-            for cue in rx.stated_cue.finditer(folded)
-            if not _declined(text, cue.start())
+            (cue.end(), min(len(clean), cue.end() + _STATED_ZONE_CHARS)) for cue in stated_cues
         ]
         verdict = self._last_zone_verdict(_Tier.STATED, stated_zones, considered, starts, text)
         if verdict is not None:

@@ -541,3 +541,17 @@ def test_the_answer_after_a_think_block_decides(parser: FinalAnswerParser) -> No
     result = parser.parse(text)
     assert result.label == "MYOCARDIAL_INFARCTION"
     assert result.span is not None and text[result.span[0] : result.span[1]] == "STEMI"
+
+
+@pytest.mark.parametrize("ending", ["## Classification\n\n", "**Final classification:** "])
+def test_an_answer_cut_off_at_its_verdict_cue_has_no_verdict(
+    parser: FinalAnswerParser, ending: str
+) -> None:
+    text = f"## Summary\n\n- Rate: normal\n- Rhythm: regular\n\n{ending}"
+    result = parser.parse(text, finish_reason="length")
+    assert (result.label, result.status) == (None, AnswerStatus.TRUNCATED)
+
+
+def test_an_answer_cut_off_after_its_verdict_keeps_it(parser: FinalAnswerParser) -> None:
+    text = "## Classification\n\nPOST_MI\n\n## Reasoning\n\nQ waves in III and"
+    assert parser.parse(text, finish_reason="length").label == "POST_MI"
