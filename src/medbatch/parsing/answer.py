@@ -29,7 +29,9 @@ How an answer is read, in order (the first rule that decides wins):
    against each other ("X versus Y") are both hedged, so they decide nothing between them
    ("X (vs. Y)" hedges only Y). Of several zones of the same tier the last wins (models
    restate, then conclude); for the weak "phrase" tier all zones must agree.
-5. **sole mention**: no cue at all, but exactly one label is asserted, on the last line.
+5. **sole mention**: no cue at all, but exactly one label is asserted, on the last line;
+   else a first line that is one label and nothing else, with the reasons after it (not
+   when another line is a bare label too: that is the options listed).
 
 A label comes only from a verdict. Two labels asserted in the deciding sentence →
 `ambiguous`. An answer that declines after its findings ("I cannot confidently assign a
@@ -133,6 +135,8 @@ _PHRASE_ZONE_CHARS = 120
 _FINAL_ZONE_CHARS = 2500
 # What may follow a verdict cue at the very end of an answer cut off at its verdict.
 _CUE_TAIL = " \t\r\n:*#_-=>→|"
+# A non-empty line, without its surrounding blanks.
+_LINE = re.compile(r"[^\S\n]*(\S[^\n]*?)[^\S\n]*$", re.MULTILINE)
 # A reasoning model's scratchpad, closed or (cut off) still open: thinking, not the answer.
 _THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|\Z)", re.IGNORECASE | re.DOTALL)
 
@@ -431,7 +435,23 @@ class FinalAnswerParser(LabelParser):
             if len(distinct) == 1:
                 first = strong_mentions[0]
                 return _Verdict(_Tier.SOLE, (first.label,), False, first.start, first.end)
+            return self._verdict_first(clean)
         return None
+
+    def _verdict_first(self, clean: str) -> _Verdict | None:
+        """A first line that is one label and nothing else, reasons after it ("POST_MI\n\n...").
+
+        Not when another line is a bare label too: that is a list of the options.
+        """
+        lines = [
+            (match.start(), label)
+            for match in _LINE.finditer(clean)
+            if (label := self.labels.normalize(match.group())) is not None
+        ]
+        first_line = _LINE.search(clean)
+        if len(lines) != 1 or first_line is None or lines[0][0] != first_line.start():
+            return None
+        return _Verdict(_Tier.SOLE, (lines[0][1],), False, first_line.start(), first_line.end())
 
     @staticmethod
     def _accept(verdict: _Verdict, text: Text, truncated: bool) -> _Verdict | None:

@@ -555,3 +555,21 @@ def test_an_answer_cut_off_at_its_verdict_cue_has_no_verdict(
 def test_an_answer_cut_off_after_its_verdict_keeps_it(parser: FinalAnswerParser) -> None:
     text = "## Classification\n\nPOST_MI\n\n## Reasoning\n\nQ waves in III and"
     assert parser.parse(text, finish_reason="length").label == "POST_MI"
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("POST_MI\n\nReasoning: Q waves in II, III, aVF; no ST elevation. No arrhythmia.", "POST_MI"),
+        ("NORMAL.\n\nRegular sinus rhythm. This is not MYOCARDIAL_INFARCTION.", "NORMAL"),
+        # Every option on its own line is a list, not a verdict.
+        ("NORMAL\nABNORMAL_HEARTBEAT\nPOST_MI\n\nLooking at lead II, the rhythm", None),
+        ("NORMAL\n\nPOST_MI\n\nQ waves in III; hard to say.", None),
+        # A verdict first is still no verdict in an answer that declines.
+        ("POST_MI\n\nI cannot confidently assign a single classification.", None),
+    ],
+)
+def test_a_label_alone_on_the_first_line_is_the_verdict(
+    parser: FinalAnswerParser, text: str, label: str | None
+) -> None:
+    assert parser.parse(text).label == label
