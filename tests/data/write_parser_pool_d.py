@@ -12,6 +12,8 @@ verdicts; old/prior/healed MI is POST_MI; acute MI/STEMI is MYOCARDIAL_INFARCTIO
 Run: `python tests/data/write_parser_pool_d.py` (rewrites the JSONL next to this file).
 """
 
+# ruff: noqa: E501 - answers are data, kept one per line to read them as a model wrote them
+
 from __future__ import annotations
 
 import json
@@ -26,6 +28,7 @@ STEPS = (
 )
 
 # (text, finish_reason, expected, trap)
+# fmt: off
 ANSWERS: list[tuple[str, str, str | None, str]] = [
     (STEPS + "**STEP 6 - Q WAVES:** Deep Q waves in II, III, aVF, no ST elevation.\n\n**FINAL CLASSIFICATION:** POST_MI", S, PMI, "medgemma_steps"),
     (STEPS + "**STEP 5 - ST SEGMENT:** 3 mm ST elevation V1-V4.\n\n**Final Answer:** MYOCARDIAL_INFARCTION", S, MI, "medgemma_steps"),
@@ -164,6 +167,7 @@ ANSWERS: list[tuple[str, str, str | None, str]] = [
     ("The tracing is consistent with a healed infarct.", S, PMI, "healed_infarct"),
     ("The tracing is consistent with an arrhythmia, specifically sinus arrhythmia.", S, AH, "arrhythmia_specific"),
 ]
+# fmt: on
 
 
 def main() -> None:

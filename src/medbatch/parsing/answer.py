@@ -5,8 +5,8 @@ How an answer is read, in order (the first rule that decides wins):
 1. **empty**: no text → `empty`.
 2. **exact**: the whole answer is one label (constrained `choice` decoding) → that label.
 3. **json**: a JSON object with a `label` field (`JSONLabelParser`) → that label.
-4. **verdict zones** (a `<think>` block, closed or cut off open, is blanked first: a
-   reasoning model's scratchpad is not its answer) in the markdown-stripped text, strongest tier first:
+4. **verdict zones** in the markdown-stripped text, strongest tier first (a `<think>`
+   block, closed or cut off open, is blanked first: a model's scratchpad is not its answer):
 
    ```
    tier   cue (examples)                                    zone read
@@ -233,7 +233,9 @@ class FinalAnswerParser(LabelParser):
 
     # --- steps -----------------------------------------------------------------------
 
-    def _parse(self, text: str, *, finish_reason: str | None) -> ParseResult:
+    def _parse(  # noqa: PLR0911 - each early return is one rule of the module docstring
+        self, text: str, *, finish_reason: str | None
+    ) -> ParseResult:
         truncated = finish_reason == "length"
         if "<think>" in text.lower():
             # Blanked, not cut, so that spans still count in the original answer.

@@ -540,7 +540,8 @@ def test_the_answer_after_a_think_block_decides(parser: FinalAnswerParser) -> No
     text = "<think>Maybe the answer is NORMAL.</think>\n\nST elevation V2-V4; STEMI."
     result = parser.parse(text)
     assert result.label == "MYOCARDIAL_INFARCTION"
-    assert result.span is not None and text[result.span[0] : result.span[1]] == "STEMI"
+    assert result.span is not None
+    assert text[result.span[0] : result.span[1]] == "STEMI"
 
 
 @pytest.mark.parametrize("ending", ["## Classification\n\n", "**Final classification:** "])
@@ -560,7 +561,10 @@ def test_an_answer_cut_off_after_its_verdict_keeps_it(parser: FinalAnswerParser)
 @pytest.mark.parametrize(
     ("text", "label"),
     [
-        ("POST_MI\n\nReasoning: Q waves in II, III, aVF; no ST elevation. No arrhythmia.", "POST_MI"),
+        (
+            "POST_MI\n\nReasoning: Q waves in II, III, aVF; no ST elevation. No arrhythmia.",
+            "POST_MI",
+        ),
         ("NORMAL.\n\nRegular sinus rhythm. This is not MYOCARDIAL_INFARCTION.", "NORMAL"),
         # Every option on its own line is a list, not a verdict.
         ("NORMAL\nABNORMAL_HEARTBEAT\nPOST_MI\n\nLooking at lead II, the rhythm", None),
