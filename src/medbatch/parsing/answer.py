@@ -2,11 +2,10 @@
 
 How an answer is read, in order (the first rule that decides wins):
 
-1. **empty**: no text → `empty`.
+1. **empty**: no text → `empty`; only `<think>` blocks (a scratchpad) → no verdict.
 2. **exact**: the whole answer is one label (constrained `choice` decoding) → that label.
 3. **json**: a JSON object with a `label` field (`JSONLabelParser`) → that label.
-4. **verdict zones** in the markdown-stripped text, strongest tier first (a `<think>`
-   block, closed or cut off open, is blanked first: a model's scratchpad is not its answer):
+4. **verdict zones** in the markdown-stripped text, strongest tier first:
 
    ```
    tier   cue (examples)                                    zone read
@@ -66,7 +65,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -85,6 +83,7 @@ from medbatch.parsing.json import JSONLabelParser
 from medbatch.parsing.markdown import (
     EVIDENCE_CHARS,
     Offsets,
+    blank_thinking,
     original_evidence,
     original_span,
     strip_markdown,
@@ -94,6 +93,8 @@ from medbatch.parsing.mentions import (
     SEPARATOR_CHAR,
     Mention,
     MentionTable,
+    bare_first_line,
+    looks_cut_off,
     mention_table,
 )
 from medbatch.parsing.scope import (
@@ -133,12 +134,7 @@ answer of `max_tokens=1024`, and a bound on the time one answer can take."""
 _STATED_ZONE_CHARS = 300
 _PHRASE_ZONE_CHARS = 120
 _FINAL_ZONE_CHARS = 2500
-# What may follow a verdict cue at the very end of an answer cut off at its verdict.
-_CUE_TAIL = " \t\r\n:*#_-=>→|"
-# A non-empty line, without its surrounding blanks.
-_LINE = re.compile(r"[^\S\n]*(\S[^\n]*?)[^\S\n]*$", re.MULTILINE)
-# A reasoning model's scratchpad, closed or (cut off) still open: thinking, not the answer.
-_THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|\Z)", re.IGNORECASE | re.DOTALL)
+_CUE_TAIL = " \t\r\n:*#_-=>→|"  # what may follow a verdict cue that ends a cut-off answer
 
 
 @dataclass(frozen=True)
@@ -237,12 +233,10 @@ class FinalAnswerParser(LabelParser):
         self, text: str, *, finish_reason: str | None
     ) -> ParseResult:
         truncated = finish_reason == "length"
-        if "<think>" in text.lower():
-            # Blanked, not cut, so that spans still count in the original answer.
-            text = _THINK_BLOCK.sub(lambda block: " " * len(block.group()), text)
-            if not text.strip():
-                status = AnswerStatus.TRUNCATED if truncated else AnswerStatus.UNPARSEABLE
-                return ParseResult(status=status, method="thinking-only")
+        text = blank_thinking(text)
+        if not text.strip():  # it only thought (empty answers returned before this)
+            status = AnswerStatus.TRUNCATED if truncated else AnswerStatus.UNPARSEABLE
+            return ParseResult(status=status, method="thinking-only")
         exact = None
         if not self._mentions.bare_label_too_long.match(text):
             exact = self.labels.normalize(text)
@@ -264,7 +258,7 @@ class FinalAnswerParser(LabelParser):
         cleaned = Text.of(clean, self._grammars)
         mentions = self._find_mentions(cleaned)
         # Without a finish reason, an answer that stops mid-sentence was most likely cut.
-        cut_off = finish_reason is None and _looks_cut_off(clean, mentions)
+        cut_off = finish_reason is None and looks_cut_off(clean, mentions)
         verdict = self._decide(cleaned, mentions, truncated=truncated or cut_off)
         if (
             verdict is not None
@@ -376,19 +370,17 @@ class FinalAnswerParser(LabelParser):
         starts = [m.start for m in considered]
         clean, folded, rx = text.clean, text.folded, text.rx
 
-        final_cues = [c for c in rx.final_cue.finditer(folded) if not _declined(text, c.start())]
+        final_cues = [c for c in rx.final_cue.finditer(folded) if not text.declines(c.start())]
         zone_ends = [cue.start() for cue in final_cues[1:]] + [len(clean)]
         final_zones = [
             (cue.end(), min(zone_end, cue.end() + _FINAL_ZONE_CHARS))
             for cue, zone_end in zip(final_cues, zone_ends, strict=False)
         ]
-        stated_cues = [c for c in rx.stated_cue.finditer(folded) if not _declined(text, c.start())]
+        stated_cues = [c for c in rx.stated_cue.finditer(folded) if not text.declines(c.start())]
         if truncated and any(
             not clean[cue.end() :].strip(_CUE_TAIL) for cue in (*final_cues, *stated_cues)
         ):
-            # Cut off at its verdict ("...\n\n## Classification\n\n"): what came before
-            # that heading is findings, not the answer.
-            return None
+            return None  # cut at its verdict ("## Classification\n\n"): the rest is findings
         verdict = self._last_zone_verdict(_Tier.FINAL, final_zones, considered, starts, text)
         if verdict is not None:
             return self._accept(verdict, text, truncated)
@@ -437,23 +429,10 @@ class FinalAnswerParser(LabelParser):
             if len(distinct) == 1:
                 first = strong_mentions[0]
                 return _Verdict(_Tier.SOLE, (first.label,), False, first.start, first.end)
-            return self._verdict_first(clean)
+            first_line = bare_first_line(clean, self.labels)
+            if first_line is not None:
+                return _Verdict(_Tier.SOLE, (first_line[2],), False, *first_line[:2])
         return None
-
-    def _verdict_first(self, clean: str) -> _Verdict | None:
-        """A first line that is one label and nothing else, reasons after it ("POST_MI\n\n...").
-
-        Not when another line is a bare label too: that is a list of the options.
-        """
-        lines = [
-            (match.start(), label)
-            for match in _LINE.finditer(clean)
-            if (label := self.labels.normalize(match.group())) is not None
-        ]
-        first_line = _LINE.search(clean)
-        if len(lines) != 1 or first_line is None or lines[0][0] != first_line.start():
-            return None
-        return _Verdict(_Tier.SOLE, (lines[0][1],), False, first_line.start(), first_line.end())
 
     @staticmethod
     def _accept(verdict: _Verdict, text: Text, truncated: bool) -> _Verdict | None:
@@ -479,21 +458,6 @@ class FinalAnswerParser(LabelParser):
         if strong:
             return strong[-1]
         return verdicts[-1] if verdicts else None
-
-
-def _declined(text: Text, cue: int) -> bool:
-    """Whether the cue is what its sentence declines: "I cannot determine the classification"."""
-    folded = text.folded
-    start = max(folded.rfind(mark, 0, cue) for mark in ".!?\n") + 1
-    return text.rx.decline.search(folded, start, cue) is not None
-
-
-def _looks_cut_off(clean: str, mentions: list[Mention]) -> bool:
-    """Whether the answer stops mid-sentence: not after a closing mark, nor on a label."""
-    tail = clean.rstrip()
-    if not tail or (mentions and mentions[-1].end >= len(tail)):
-        return False
-    return tail[-1].isalnum() or tail[-1] in ",:(-–—/"
 
 
 def _zone_verdict(
