@@ -2,7 +2,7 @@
 
 Run: `python benchmarks/parser.py [--corpus FILE ...] [--show-errors]`
 
-By default four corpora, reported separately (never pooled):
+By default five corpora, reported separately (never pooled):
 
 - `parser_corpus.jsonl`, in-sample: 133 answers written one by one around known traps,
   which the parser was developed against;
@@ -12,6 +12,8 @@ By default four corpora, reported separately (never pooled):
   `tests/data/generate_parser_pool_c.py` (whole report templates: "Impression:",
   "Final read:", tables, problem lists, over-reads, candidates, refusals, cut-offs), a
   second tuning set written by another method, which the parser was then tuned on;
+- `parser_pool_d.jsonl` ("pool D"): 136 answers typed one by one in the styles of
+  different VLMs (`tests/data/write_parser_pool_d.py`), a third tuning set;
 - `parser_heldout.jsonl`: 400 answers from the same generator (seed 2, pools A and B; pool
   B's phrasings are in no other set), never read case by case while tuning. Written by
   the same person as the parser: see the generator's docstring for what that means.
@@ -51,6 +53,7 @@ CORPORA = {
     "in-sample": DEFAULT_CORPUS,
     "tuning": DATA / "parser_tuning.jsonl",
     "new tuning": DATA / "parser_pool_c.jsonl",
+    "pool D": DATA / "parser_pool_d.jsonl",
     "held-out": DATA / "parser_heldout.jsonl",
 }
 

@@ -20,6 +20,7 @@ SOURCES = (
     "parser_corpus.jsonl",
     "parser_tuning.jsonl",
     "parser_pool_c.jsonl",
+    "parser_pool_d.jsonl",
     "parser_heldout.jsonl",
 )
 OUTPUT = DATA / "parser_results_ff0c44b.jsonl"

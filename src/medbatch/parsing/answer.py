@@ -2,7 +2,7 @@
 
 How an answer is read, in order (the first rule that decides wins):
 
-1. **empty**: no text → `empty`.
+1. **empty**: no text → `empty`; only `<think>` blocks (a scratchpad) → no verdict.
 2. **exact**: the whole answer is one label (constrained `choice` decoding) → that label.
 3. **json**: a JSON object with a `label` field (`JSONLabelParser`) → that label.
 4. **verdict zones** in the markdown-stripped text, strongest tier first:
@@ -28,15 +28,20 @@ How an answer is read, in order (the first rule that decides wins):
    against each other ("X versus Y") are both hedged, so they decide nothing between them
    ("X (vs. Y)" hedges only Y). Of several zones of the same tier the last wins (models
    restate, then conclude); for the weak "phrase" tier all zones must agree.
-5. **sole mention**: no cue at all, but exactly one label is asserted, on the last line.
+5. **sole mention**: no cue at all, but exactly one label is asserted, on the last line;
+   else a first line that is one label and nothing else, with the reasons after it (not
+   when another line is a bare label too: that is the options listed).
 
 A label comes only from a verdict. Two labels asserted in the deciding sentence →
 `ambiguous`. An answer that declines after its findings ("I cannot confidently assign a
 single classification") has no verdict unless an explicit, outright one came first; a
 hedged verdict has none when the answer declines anywhere ("I can't give a diagnosis, but
-the features could suggest X"). No verdict in an answer cut off by `max_tokens` →
+the features could suggest X"), nor has a sole mention when the answer declines
+anywhere; a cue that the sentence declines ("I cannot determine the classification") is
+no cue. No verdict in an answer cut off by `max_tokens` →
 `truncated`; only explicit verdicts (final/stated tiers, JSON) are trusted in such an
-answer, and in one with no finish reason that stops mid-sentence (`cut-off`). A refusal
+answer, and in one with no finish reason that stops mid-sentence (`cut-off`); one cut off
+right after a verdict cue ("## Classification") has none. A refusal
 phrase without a verdict → `refusal`. Anything else → `unparseable`: a wrong label
 silently corrupts accuracy, an unparsed one is counted.
 
@@ -78,6 +83,7 @@ from medbatch.parsing.json import JSONLabelParser
 from medbatch.parsing.markdown import (
     EVIDENCE_CHARS,
     Offsets,
+    blank_thinking,
     original_evidence,
     original_span,
     strip_markdown,
@@ -87,6 +93,8 @@ from medbatch.parsing.mentions import (
     SEPARATOR_CHAR,
     Mention,
     MentionTable,
+    bare_first_line,
+    looks_cut_off,
     mention_table,
 )
 from medbatch.parsing.scope import (
@@ -126,6 +134,7 @@ answer of `max_tokens=1024`, and a bound on the time one answer can take."""
 _STATED_ZONE_CHARS = 300
 _PHRASE_ZONE_CHARS = 120
 _FINAL_ZONE_CHARS = 2500
+_CUE_TAIL = " \t\r\n:*#_-=>→|"  # what may follow a verdict cue that ends a cut-off answer
 
 
 @dataclass(frozen=True)
@@ -220,8 +229,14 @@ class FinalAnswerParser(LabelParser):
 
     # --- steps -----------------------------------------------------------------------
 
-    def _parse(self, text: str, *, finish_reason: str | None) -> ParseResult:
+    def _parse(  # noqa: PLR0911 - each early return is one rule of the module docstring
+        self, text: str, *, finish_reason: str | None
+    ) -> ParseResult:
         truncated = finish_reason == "length"
+        text = blank_thinking(text)
+        if not text.strip():  # it only thought (empty answers returned before this)
+            status = AnswerStatus.TRUNCATED if truncated else AnswerStatus.UNPARSEABLE
+            return ParseResult(status=status, method="thinking-only")
         exact = None
         if not self._mentions.bare_label_too_long.match(text):
             exact = self.labels.normalize(text)
@@ -243,17 +258,21 @@ class FinalAnswerParser(LabelParser):
         cleaned = Text.of(clean, self._grammars)
         mentions = self._find_mentions(cleaned)
         # Without a finish reason, an answer that stops mid-sentence was most likely cut.
-        cut_off = finish_reason is None and _looks_cut_off(clean, mentions)
+        cut_off = finish_reason is None and looks_cut_off(clean, mentions)
         verdict = self._decide(cleaned, mentions, truncated=truncated or cut_off)
         if (
             verdict is not None
             and (verdict.weak or verdict.tier < _Tier.STATED)
-            and cleaned.rx.decline.search(cleaned.folded, 0 if verdict.weak else verdict.start)
+            and cleaned.rx.decline.search(
+                cleaned.folded,
+                0 if verdict.weak or verdict.tier is _Tier.SOLE else verdict.start,
+            )
         ):
             # "... findings ... I cannot confidently assign a single classification": only
             # an outright explicit verdict outweighs a refusal said after it. A hedged one
             # does not outweigh a refusal anywhere ("I can't give a diagnosis, but the
-            # features could suggest X").
+            # features could suggest X"), nor does a label that is merely the last thing
+            # named ("I cannot determine the classification. Findings: ... AFib.").
             verdict = None
         if verdict is not None:
             return self._result(text, clean, index, verdict)
@@ -351,19 +370,23 @@ class FinalAnswerParser(LabelParser):
         starts = [m.start for m in considered]
         clean, folded, rx = text.clean, text.folded, text.rx
 
-        final_cues = list(rx.final_cue.finditer(folded))
+        final_cues = [c for c in rx.final_cue.finditer(folded) if not text.declines(c.start())]
         zone_ends = [cue.start() for cue in final_cues[1:]] + [len(clean)]
         final_zones = [
             (cue.end(), min(zone_end, cue.end() + _FINAL_ZONE_CHARS))
             for cue, zone_end in zip(final_cues, zone_ends, strict=False)
         ]
+        stated_cues = [c for c in rx.stated_cue.finditer(folded) if not text.declines(c.start())]
+        if truncated and any(
+            not clean[cue.end() :].strip(_CUE_TAIL) for cue in (*final_cues, *stated_cues)
+        ):
+            return None  # cut at its verdict ("## Classification\n\n"): the rest is findings
         verdict = self._last_zone_verdict(_Tier.FINAL, final_zones, considered, starts, text)
         if verdict is not None:
             return self._accept(verdict, text, truncated)
 
         stated_zones = [
-            (cue.end(), min(len(clean), cue.end() + _STATED_ZONE_CHARS))
-            for cue in rx.stated_cue.finditer(folded)
+            (cue.end(), min(len(clean), cue.end() + _STATED_ZONE_CHARS)) for cue in stated_cues
         ]
         verdict = self._last_zone_verdict(_Tier.STATED, stated_zones, considered, starts, text)
         if verdict is not None:
@@ -406,6 +429,9 @@ class FinalAnswerParser(LabelParser):
             if len(distinct) == 1:
                 first = strong_mentions[0]
                 return _Verdict(_Tier.SOLE, (first.label,), False, first.start, first.end)
+            first_line = bare_first_line(clean, self.labels)
+            if first_line is not None:
+                return _Verdict(_Tier.SOLE, (first_line[2],), False, *first_line[:2])
         return None
 
     @staticmethod
@@ -432,14 +458,6 @@ class FinalAnswerParser(LabelParser):
         if strong:
             return strong[-1]
         return verdicts[-1] if verdicts else None
-
-
-def _looks_cut_off(clean: str, mentions: list[Mention]) -> bool:
-    """Whether the answer stops mid-sentence: not after a closing mark, nor on a label."""
-    tail = clean.rstrip()
-    if not tail or (mentions and mentions[-1].end >= len(tail)):
-        return False
-    return tail[-1].isalnum() or tail[-1] in ",:(-–—/"
 
 
 def _zone_verdict(

@@ -426,6 +426,11 @@ class Text:
         found = _SENTENCE_END.search(self.clean, position, default + 1)
         return default if found is None else min(found.end(), default)
 
+    def declines(self, cue: int) -> bool:
+        """Whether the cue's sentence declines it ("I cannot determine the classification")."""
+        start = max(self.folded.rfind(mark, 0, cue) for mark in ".!?\n") + 1
+        return self.rx.decline.search(self.folded, start, cue) is not None
+
 
 def _lowercase_is_faithful(text: str) -> bool:
     """Whether `re.IGNORECASE` on `text` finds ASCII words exactly where `text.lower()` has them.

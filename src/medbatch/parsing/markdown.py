@@ -14,7 +14,17 @@ import bisect
 import itertools
 import re
 
-__all__ = ["EVIDENCE_CHARS", "Offsets", "original_evidence", "original_span", "strip_markdown"]
+__all__ = [
+    "EVIDENCE_CHARS",
+    "Offsets",
+    "blank_thinking",
+    "original_evidence",
+    "original_span",
+    "strip_markdown",
+]
+
+# A reasoning model's scratchpad, closed or (cut off) still open: thinking, not the answer.
+_THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|\Z)", re.IGNORECASE | re.DOTALL)
 
 EVIDENCE_CHARS = 240
 """The longest evidence string a result carries; longer evidence ends in an ellipsis."""
@@ -57,6 +67,13 @@ class Offsets:
     def __getitem__(self, position: int) -> int:
         segment = bisect.bisect_right(self._clean_starts, position) - 1
         return self._origin_starts[segment] + position - self._clean_starts[segment]
+
+
+def blank_thinking(text: str) -> str:
+    """`text` with every `<think>` block blanked: same length, so spans stay the original's."""
+    if "<think>" not in text.lower():
+        return text
+    return _THINK_BLOCK.sub(lambda block: " " * len(block.group()), text)
 
 
 def strip_markdown(text: str) -> tuple[str, Offsets]:

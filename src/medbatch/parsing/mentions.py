@@ -21,7 +21,18 @@ from typing import NamedTuple
 from medbatch.labels import LabelSet, fold_label_text
 from medbatch.parsing.cues import Text
 
-__all__ = ["NEXT_WORD", "SEPARATOR_CHAR", "Mention", "MentionTable", "mention_table"]
+__all__ = [
+    "NEXT_WORD",
+    "SEPARATOR_CHAR",
+    "Mention",
+    "MentionTable",
+    "bare_first_line",
+    "looks_cut_off",
+    "mention_table",
+]
+
+# A non-empty line, without its surrounding blanks.
+_LINE = re.compile(r"[^\S\n]*(\S[^\n]*?)[^\S\n]*$", re.MULTILINE)
 
 _SEPARATORS = r"[ \t_\-]"
 SEPARATOR_CHAR = re.compile(r"[\s_\-]")
@@ -290,3 +301,27 @@ def _phrase_pattern(phrase: str, *, is_name: bool, folded: bool = False) -> str 
     # may come between the words. Synonyms tolerate modifiers ("old inferior MI").
     separator = f"{_SEPARATORS}*" if is_name else f"(?:{_SEPARATORS}+|[ \t]+{_GAP_WORD}{{1,2}})"
     return separator.join(re.escape(word) for word in words)
+
+
+def bare_first_line(clean: str, labels: LabelSet) -> tuple[int, int, str] | None:
+    """`(start, end, label)` of a first line that is one label and nothing else ("POST_MI").
+
+    None when another line is a bare label too: that is a list of the options.
+    """
+    bare = [
+        (line.start(), label)
+        for line in _LINE.finditer(clean)
+        if (label := labels.normalize(line.group())) is not None
+    ]
+    first = _LINE.search(clean)
+    if len(bare) != 1 or first is None or bare[0][0] != first.start():
+        return None
+    return first.start(), first.end(), bare[0][1]
+
+
+def looks_cut_off(clean: str, mentions: list[Mention]) -> bool:
+    """Whether the answer stops mid-sentence: not after a closing mark, nor on a label."""
+    tail = clean.rstrip()
+    if not tail or (mentions and mentions[-1].end >= len(tail)):
+        return False
+    return tail[-1].isalnum() or tail[-1] in ",:(-–—/"

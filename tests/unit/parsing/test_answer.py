@@ -408,6 +408,7 @@ def test_checklist_with_emoji_marks_then_answer(parser: FinalAnswerParser) -> No
         "prior (healed) anterior myocardial infarction",
         "old (remote) inferior infarct",
         "history of inferior MI",
+        "evidence of a previous heart attack",
     ],
 )
 def test_old_infarct_wordings_are_post_mi(parser: FinalAnswerParser, verdict: str) -> None:
@@ -511,3 +512,68 @@ def test_a_task_file_passes_its_subject_nouns(tmp_path: Path) -> None:
     plain = tmp_path / "plain.toml"
     plain.write_text(source, encoding="utf-8")
     assert load_task_file(plain).parser.parse(text).label is None  # "lesion" is not a default
+
+
+def test_a_declined_classification_is_no_verdict(parser: FinalAnswerParser) -> None:
+    # "the classification" is what the sentence declines, not a cue; and the finding named
+    # last ("irregularly irregular rhythm") is no verdict in an answer that declines.
+    text = (
+        "I cannot determine the classification from this image. "
+        "Findings: irregularly irregular rhythm, no P waves."
+    )
+    result = parser.parse(text)
+    assert (result.label, result.status) == (None, AnswerStatus.REFUSAL)
+
+
+def test_a_verdict_after_a_declining_sentence_still_counts(parser: FinalAnswerParser) -> None:
+    text = "I cannot determine the axis reliably.\n\nClassification: POST_MI"
+    assert parser.parse(text).label == "POST_MI"
+
+
+def test_an_open_think_block_cut_off_has_no_verdict(parser: FinalAnswerParser) -> None:
+    text = "<think>\nQ waves in V1-V3, ST isoelectric. So the answer is probably POST_MI, but"
+    result = parser.parse(text, finish_reason="length")
+    assert (result.label, result.status) == (None, AnswerStatus.TRUNCATED)
+
+
+def test_the_answer_after_a_think_block_decides(parser: FinalAnswerParser) -> None:
+    text = "<think>Maybe the answer is NORMAL.</think>\n\nST elevation V2-V4; STEMI."
+    result = parser.parse(text)
+    assert result.label == "MYOCARDIAL_INFARCTION"
+    assert result.span is not None
+    assert text[result.span[0] : result.span[1]] == "STEMI"
+
+
+@pytest.mark.parametrize("ending", ["## Classification\n\n", "**Final classification:** "])
+def test_an_answer_cut_off_at_its_verdict_cue_has_no_verdict(
+    parser: FinalAnswerParser, ending: str
+) -> None:
+    text = f"## Summary\n\n- Rate: normal\n- Rhythm: regular\n\n{ending}"
+    result = parser.parse(text, finish_reason="length")
+    assert (result.label, result.status) == (None, AnswerStatus.TRUNCATED)
+
+
+def test_an_answer_cut_off_after_its_verdict_keeps_it(parser: FinalAnswerParser) -> None:
+    text = "## Classification\n\nPOST_MI\n\n## Reasoning\n\nQ waves in III and"
+    assert parser.parse(text, finish_reason="length").label == "POST_MI"
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        (
+            "POST_MI\n\nReasoning: Q waves in II, III, aVF; no ST elevation. No arrhythmia.",
+            "POST_MI",
+        ),
+        ("NORMAL.\n\nRegular sinus rhythm. This is not MYOCARDIAL_INFARCTION.", "NORMAL"),
+        # Every option on its own line is a list, not a verdict.
+        ("NORMAL\nABNORMAL_HEARTBEAT\nPOST_MI\n\nLooking at lead II, the rhythm", None),
+        ("NORMAL\n\nPOST_MI\n\nQ waves in III; hard to say.", None),
+        # A verdict first is still no verdict in an answer that declines.
+        ("POST_MI\n\nI cannot confidently assign a single classification.", None),
+    ],
+)
+def test_a_label_alone_on_the_first_line_is_the_verdict(
+    parser: FinalAnswerParser, text: str, label: str | None
+) -> None:
+    assert parser.parse(text).label == label

@@ -79,6 +79,10 @@ ECG_LABELS = LabelSet(
                 "remote infarct",
                 "status post MI",
                 "history of myocardial infarction",
+                # Lay wording: longer than MYOCARDIAL_INFARCTION's "heart attack", so it wins.
+                "previous heart attack",
+                "prior heart attack",
+                "old heart attack",
             ),
         ),
         Label(
