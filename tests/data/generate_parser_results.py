@@ -1,7 +1,7 @@
 """Record what the ECG task's parser reads from every answer in the parser data sets.
 
-The output, `parser_results_ff0c44b.jsonl`, pins the parser's full `ParseResult` (label,
-status, method, evidence, span) as the code at commit ff0c44b gave it, so a speed change
+The output, `parser_results.jsonl`, pins the parser's full `ParseResult` (label,
+status, method, evidence, span) as the parser last meant to read them, so a speed change
 can prove it leaves every result unchanged (`tests/unit/parsing/test_results_unchanged.py`).
 Rerun only on purpose, when a parser change is meant to alter results:
 
@@ -23,7 +23,7 @@ SOURCES = (
     "parser_pool_d.jsonl",
     "parser_heldout.jsonl",
 )
-OUTPUT = DATA / "parser_results_ff0c44b.jsonl"
+OUTPUT = DATA / "parser_results.jsonl"
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
 """A speed change leaves every parse result as it was.
 
-`tests/data/parser_results_ff0c44b.jsonl` holds the ECG parser's full `ParseResult` for
-every answer of the five parser data sets, as the code at ff0c44b gave it, then
-regenerated on purpose when a rule changed results (written by
-`tests/data/generate_parser_results.py`). A change meant to alter results regenerates it
+`tests/data/parser_results.jsonl` holds the ECG parser's full `ParseResult` for
+every answer of the five parser data sets (written by
+`tests/data/generate_parser_results.py`; first from the code at ff0c44b, last after the
+issue 15 rules of pool D). A change meant to alter results regenerates it
 on purpose; any other difference is a regression.
 """
 
@@ -18,7 +18,7 @@ import pytest
 from medbatch.tasks.ecg import ECG_TASK
 
 DATA = Path(__file__).resolve().parents[2] / "data"
-PINNED = DATA / "parser_results_ff0c44b.jsonl"
+PINNED = DATA / "parser_results.jsonl"
 SOURCES = (
     "parser_corpus.jsonl",
     "parser_tuning.jsonl",

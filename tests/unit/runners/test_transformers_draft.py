@@ -8,6 +8,12 @@ from typing import Any
 import pytest
 from PIL import Image, ImageDraw
 
+# The tiny models need the `local` extra (torch, transformers, tokenizers): the interpreter
+# legs of CI test without it.
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+
 from medbatch.records import ChatMessage, ImagePart, ImageRef, InferenceRequest, TextPart
 from medbatch.runners._hf import inputs
 from medbatch.runners.transformers import TransformersRunner
