@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from medbatch.tasks.ecg import ECG_TASK
 
@@ -26,19 +27,24 @@ SOURCES = (
 OUTPUT = DATA / "parser_results.jsonl"
 
 
+def answers(name: str) -> list[dict[str, Any]]:
+    """The answers of one data set (one JSON object per non-blank line)."""
+    with (DATA / name).open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def result_row(name: str, item: dict[str, Any]) -> dict[str, Any]:
+    """What the ECG task's parser reads from one answer, as pinned: source, id, result."""
+    result = ECG_TASK.parser.parse(item["text"], finish_reason=item["finish_reason"])
+    return {"source": name, "id": item["id"], **result.model_dump(mode="json")}
+
+
 def main() -> None:
     """Write one line per answer: source file, answer id and the parse result."""
-    parser = ECG_TASK.parser
     with OUTPUT.open("w", encoding="utf-8") as out:
         for name in SOURCES:
-            with (DATA / name).open(encoding="utf-8") as handle:
-                for line in handle:
-                    if not line.strip():
-                        continue
-                    item = json.loads(line)
-                    result = parser.parse(item["text"], finish_reason=item["finish_reason"])
-                    row = {"source": name, "id": item["id"], **result.model_dump(mode="json")}
-                    out.write(json.dumps(row, sort_keys=True) + "\n")
+            for item in answers(name):
+                out.write(json.dumps(result_row(name, item), sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

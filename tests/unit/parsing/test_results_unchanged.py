@@ -9,45 +9,49 @@ on purpose; any other difference is a regression.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 
-from medbatch.tasks.ecg import ECG_TASK
-
 DATA = Path(__file__).resolve().parents[2] / "data"
-PINNED = DATA / "parser_results.jsonl"
-SOURCES = (
-    "parser_corpus.jsonl",
-    "parser_tuning.jsonl",
-    "parser_pool_c.jsonl",
-    "parser_pool_d.jsonl",
-    "parser_heldout.jsonl",
-)
 
 
-def _lines(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as handle:
+def _generator() -> ModuleType:
+    """The script that wrote the pinned file: its data sets and its row, not a copy."""
+    path = DATA / "generate_parser_results.py"
+    spec = importlib.util.spec_from_file_location("generate_parser_results", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GENERATOR = _generator()
+SOURCES: tuple[str, ...] = GENERATOR.SOURCES
+
+
+def _pinned() -> list[dict[str, Any]]:
+    with GENERATOR.OUTPUT.open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
 
 def test_pinned_results_cover_every_answer() -> None:
-    pinned = {(row["source"], row["id"]) for row in _lines(PINNED)}
-    answers = {(name, item["id"]) for name in SOURCES for item in _lines(DATA / name)}
+    pinned = {(row["source"], row["id"]) for row in _pinned()}
+    answers = {(name, item["id"]) for name in SOURCES for item in GENERATOR.answers(name)}
     assert pinned == answers
 
 
 @pytest.mark.parametrize("source", SOURCES)
 def test_parse_results_unchanged(source: str) -> None:
-    parser = ECG_TASK.parser
-    expected = {row["id"]: row for row in _lines(PINNED) if row["source"] == source}
+    expected = {row["id"]: row for row in _pinned() if row["source"] == source}
     changed = []
-    for item in _lines(DATA / source):
-        result = parser.parse(item["text"], finish_reason=item["finish_reason"])
-        got = {"source": source, "id": item["id"], **result.model_dump(mode="json")}
-        if got != expected[item["id"]]:
+    for item in GENERATOR.answers(source):
+        if GENERATOR.result_row(source, item) != expected[item["id"]]:
             # Only ids, never the held-out answers' text or expected labels.
             changed.append(item["id"])
     assert not changed, f"{len(changed)} results changed in {source}: {changed[:20]}"
