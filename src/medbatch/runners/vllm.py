@@ -42,7 +42,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -316,21 +316,12 @@ class VLLMRunner(BatchRunner):
         # not a ValueError; chat templates raise jinja2 errors. Whatever the type, one bad
         # prompt fails the whole call, so any exception is isolated below.
         except Exception as exc:
-            latency = time.perf_counter() - started
-            if len(requests) == 1 or _is_engine_dead(exc):
-                yield from self._failed(requests, exc, latency)
-                return
-            # Halves, not singles: one bad record in 256 costs ~16 calls, and the good
-            # records are still generated in large batches.
-            half = len(requests) // 2
-            logger.warning(
-                "vLLM rejected a chunk of %d (%s: %s); splitting it to isolate the record",
-                len(requests),
-                type(exc).__name__,
+            yield from self._isolate(
+                requests,
                 exc,
+                time.perf_counter() - started,
+                lambda part: self._generate(requests[part], conversations[part], params[part]),
             )
-            yield from self._generate(requests[:half], conversations[:half], params[:half])
-            yield from self._generate(requests[half:], conversations[half:], params[half:])
             return
         # Offline batching has no per-request clock: each record gets its share of the call.
         latency = (time.perf_counter() - started) / len(requests)
@@ -395,20 +386,12 @@ class VLLMRunner(BatchRunner):
                 continue_final_message=False,
             )
         except Exception as exc:  # one bad prompt fails the call, as in `_generate`
-            latency = time.perf_counter() - started
-            requests = [request for request, _ in rows]
-            if len(rows) == 1 or _is_engine_dead(exc):
-                yield from self._failed(requests, exc, latency)
-                return
-            half = len(rows) // 2
-            logger.warning(
-                "vLLM rejected a score chunk of %d (%s: %s); splitting it",
-                len(rows),
-                type(exc).__name__,
+            yield from self._isolate(
+                [request for request, _ in rows],
                 exc,
+                time.perf_counter() - started,
+                lambda part: self._score(rows[part], reuse_prompt=reuse_prompt),
             )
-            yield from self._score(rows[:half], reuse_prompt=reuse_prompt)
-            yield from self._score(rows[half:], reuse_prompt=reuse_prompt)
             return
         latency = (time.perf_counter() - started) / len(rows)
         again: list[tuple[InferenceRequest, list[dict[str, Any]]]] = []
@@ -453,6 +436,32 @@ class VLLMRunner(BatchRunner):
                     retryable=False,
                     latency_s=latency,
                 )
+
+    def _isolate(
+        self,
+        requests: Sequence[InferenceRequest],
+        exc: Exception,
+        latency: float,
+        again: Callable[[slice], Iterator[InferenceResponse]],
+    ) -> Iterator[InferenceResponse]:
+        """A call `exc` rejected: fail its records if alone or the engine died, else retry halves.
+
+        `again(part)` answers the requests in `requests[part]` with the same call.
+        """
+        if len(requests) == 1 or _is_engine_dead(exc):
+            yield from self._failed(requests, exc, latency)
+            return
+        # Halves, not singles: one bad record in 256 costs ~16 calls, and the good
+        # records are still answered in large batches.
+        half = len(requests) // 2
+        logger.warning(
+            "vLLM rejected a chunk of %d (%s: %s); splitting it to isolate the record",
+            len(requests),
+            type(exc).__name__,
+            exc,
+        )
+        yield from again(slice(None, half))
+        yield from again(slice(half, None))
 
     @staticmethod
     def _failed(
